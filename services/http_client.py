@@ -1,0 +1,398 @@
+"""The shared HTTP client: one pooled `httpx.AsyncClient` per process, observable and safe to share."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+
+import certifi
+import httpx
+from loguru import logger
+
+from services.config import HTTPSettings
+from services.errors import BadResponseError, error_for_exception, error_for_response
+from services.redact import redact_url
+from services.stats import (
+    PoolState,
+    PoolStats,
+    RequestStats,
+    read_pool_state,
+    summarize_origins,
+    transport_name,
+)
+
+if TYPE_CHECKING:
+    from httpx._client import UseClientDefault
+    from httpx._types import (
+        AuthTypes,
+        CookieTypes,
+        HeaderTypes,
+        QueryParamTypes,
+        RequestContent,
+        RequestData,
+        RequestExtensions,
+        RequestFiles,
+        TimeoutTypes,
+    )
+
+
+class RequestOptions(TypedDict, total=False):
+    """The keyword arguments every verb accepts: httpx's own, plus `raise_for_status`."""
+
+    params: QueryParamTypes | None
+    headers: HeaderTypes | None
+    cookies: CookieTypes | None
+    content: RequestContent | None
+    data: RequestData | None
+    files: RequestFiles | None
+    json: Any
+    auth: AuthTypes | UseClientDefault | None
+    follow_redirects: bool | UseClientDefault
+    timeout: TimeoutTypes | UseClientDefault
+    extensions: RequestExtensions | None
+    raise_for_status: bool
+
+
+_SEND_OPTIONS = ("auth", "follow_redirects")
+
+
+def build_ssl_context(settings: HTTPSettings) -> ssl.SSLContext:
+    """Build the TLS context once; loading the CA bundle costs milliseconds of blocking CPU."""
+    if not settings.verify_tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=settings.ca_bundle or certifi.where())
+
+
+class HTTPClient:
+    """Lazily builds, shares, observes and closes the process's one `httpx.AsyncClient`."""
+
+    def __init__(self, settings: HTTPSettings | None = None) -> None:
+        self._settings = settings
+        self._ssl_context: ssl.SSLContext | None = None
+        # Guards the fields below: the service may be reached from more than one thread.
+        self._guard = threading.Lock()
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        # One asyncio.Lock per loop: a lock binds to the first loop that contends on it.
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._stats: RequestStats | None = None
+
+    @property
+    def settings(self) -> HTTPSettings:
+        """The settings in force, read from the environment on first need."""
+        if self._settings is None:
+            self._settings = HTTPSettings.from_env()
+        return self._settings
+
+    @property
+    def stats(self) -> RequestStats:
+        """The request counters this service keeps."""
+        if self._stats is None:
+            self._stats = RequestStats(self.settings.latency_window)
+        return self._stats
+
+    def configure(self, settings: HTTPSettings) -> None:
+        """Use `settings` for every client built from now on (the bot calls this at start)."""
+        with self._guard:
+            self._settings = settings
+            self._ssl_context = None
+            self._stats = None
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context shared by every client this service builds."""
+        if self._ssl_context is None:
+            self._ssl_context = build_ssl_context(self.settings)
+        return self._ssl_context
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for `httpx.AsyncClient` derived from the settings."""
+        s = self.settings
+        return {
+            "verify": self.ssl_context,
+            "http2": s.http2,
+            "limits": httpx.Limits(
+                max_connections=s.max_connections,
+                max_keepalive_connections=s.max_keepalive_connections,
+                keepalive_expiry=s.keepalive_expiry,
+            ),
+            "timeout": httpx.Timeout(
+                connect=s.connect_timeout,
+                read=s.read_timeout,
+                write=s.write_timeout,
+                pool=s.pool_timeout,
+            ),
+            "headers": {"User-Agent": s.effective_user_agent},
+            "follow_redirects": s.follow_redirects,
+            "max_redirects": s.max_redirects,
+            "trust_env": s.trust_env,
+        }
+
+    def _build_client(self) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(**self.client_options())
+        s = self.settings
+        logger.info(
+            "HTTP client ready: http2={} max_connections={} keepalive={} timeouts={}/{}s",
+            s.http2,
+            s.max_connections,
+            s.max_keepalive_connections,
+            s.connect_timeout,
+            s.read_timeout,
+        )
+        return client
+
+    def _lock_for(self, loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
+        with self._guard:
+            lock = self._locks.get(loop)
+            if lock is None:
+                lock = self._locks[loop] = asyncio.Lock()
+            return lock
+
+    def _live_client(self, loop: asyncio.AbstractEventLoop) -> httpx.AsyncClient | None:
+        client = self._client
+        if client is not None and self._loop is loop and not client.is_closed:
+            return client
+        return None
+
+    async def get_client(self) -> httpx.AsyncClient:
+        """Return the live client for the running loop, building it on first use."""
+        loop = asyncio.get_running_loop()
+        client = self._live_client(loop)
+        if client is not None:
+            return client
+        async with self._lock_for(loop):
+            client = self._live_client(loop)
+            if client is not None:
+                return client
+            new = self._build_client()
+            watcher = loop.create_task(self._close_when_loop_ends(new), name="http-client-watcher")
+            with self._guard:
+                old = (self._client, self._loop, self._watcher)
+                self._client, self._loop, self._watcher = new, loop, watcher
+        await self._retire(*old)
+        return new
+
+    async def _close_when_loop_ends(self, client: httpx.AsyncClient) -> None:
+        """Close `client` when its loop shuts down (asyncio.run cancels every task at the end)."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            with self._guard:
+                if self._client is client:
+                    self._client = self._loop = self._watcher = None
+            await client.aclose()
+            raise
+
+    async def _retire(
+        self,
+        client: httpx.AsyncClient | None,
+        loop: asyncio.AbstractEventLoop | None,
+        watcher: asyncio.Task[None] | None,
+    ) -> None:
+        """Close a client that is no longer the shared one, on the loop that owns its sockets."""
+        if client is None or client.is_closed:
+            return
+        if loop is None or loop is asyncio.get_running_loop():
+            await client.aclose()
+            if watcher is not None:
+                watcher.cancel()
+        elif loop.is_running():  # another thread's loop
+            asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+            if watcher is not None:
+                loop.call_soon_threadsafe(watcher.cancel)
+        else:
+            logger.warning(
+                "the HTTP client's event loop ended without closing it; its connections were "
+                "left to the garbage collector"
+            )
+
+    async def close(self) -> None:
+        """Close the pool; safe to call twice or before first use. The next use builds anew."""
+        with self._guard:
+            old = (self._client, self._loop, self._watcher)
+            self._client = self._loop = self._watcher = None
+        await self._retire(*old)
+
+    async def request(
+        self, method: str, url: httpx.URL | str, **options: Unpack[RequestOptions]
+    ) -> httpx.Response:
+        """Send a request and read its body; 4xx/5xx raise a typed `httpx.HTTPStatusError`.
+
+        Args:
+            method: The HTTP method.
+            url: An absolute URL.
+            **options: httpx's request keywords (params, json, headers, timeout, ...) and
+                `raise_for_status=False` to get error responses back instead of an exception.
+        """
+        raise_for_status = options.pop("raise_for_status", True)
+        client = await self.get_client()
+        request, send_options = self._build_request(client, method, url, options)
+        response = await self._send(client, request, send_options, stream=False)
+        if raise_for_status and (error := error_for_response(response)) is not None:
+            raise error
+        return response
+
+    def _build_request(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        url: httpx.URL | str,
+        options: RequestOptions,
+    ) -> tuple[httpx.Request, dict[str, Any]]:
+        build: dict[str, Any] = dict(options)
+        send = {key: build.pop(key) for key in _SEND_OPTIONS if key in build}
+        return client.build_request(method, url, **build), send
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        send_options: dict[str, Any],
+        *,
+        stream: bool,
+    ) -> httpx.Response:
+        stats = self.stats
+        stats.started()
+        started = time.perf_counter()
+        try:
+            response = await client.send(request, stream=stream, **send_options)
+        except httpx.HTTPError as exc:
+            elapsed = time.perf_counter() - started
+            stats.finished(elapsed, error=type(exc).__name__)
+            error = error_for_exception(exc, request)
+            logger.warning(
+                "{} {} failed after {:.0f} ms: {}",
+                request.method,
+                redact_url(request.url),
+                elapsed * 1000,
+                error,
+            )
+            raise error from exc
+        except BaseException as exc:
+            stats.finished(time.perf_counter() - started, error=type(exc).__name__)
+            raise
+        elapsed = time.perf_counter() - started
+        stats.finished(elapsed, status=response.status_code)
+        logger.log(
+            "WARNING" if response.status_code >= 500 else "DEBUG",
+            "{} {} -> {} in {:.1f} ms",
+            request.method,
+            redact_url(request.url),
+            response.status_code,
+            elapsed * 1000,
+        )
+        return response
+
+    async def get(self, url: httpx.URL | str, **options: Unpack[RequestOptions]) -> httpx.Response:
+        """Send a GET."""
+        return await self.request("GET", url, **options)
+
+    async def post(self, url: httpx.URL | str, **options: Unpack[RequestOptions]) -> httpx.Response:
+        """Send a POST."""
+        return await self.request("POST", url, **options)
+
+    async def put(self, url: httpx.URL | str, **options: Unpack[RequestOptions]) -> httpx.Response:
+        """Send a PUT."""
+        return await self.request("PUT", url, **options)
+
+    async def patch(self, url: httpx.URL | str, **options: Unpack[RequestOptions]) -> httpx.Response:
+        """Send a PATCH."""
+        return await self.request("PATCH", url, **options)
+
+    async def delete(self, url: httpx.URL | str, **options: Unpack[RequestOptions]) -> httpx.Response:
+        """Send a DELETE."""
+        return await self.request("DELETE", url, **options)
+
+    async def head(self, url: httpx.URL | str, **options: Unpack[RequestOptions]) -> httpx.Response:
+        """Send a HEAD."""
+        return await self.request("HEAD", url, **options)
+
+    async def get_json(self, url: httpx.URL | str, **options: Unpack[RequestOptions]) -> Any:
+        """GET `url` and return its parsed JSON; a body that isn't JSON raises `BadResponseError`."""
+        response = await self.get(url, **options)
+        try:
+            return response.json()
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
+            raise BadResponseError(
+                f"invalid JSON from GET {redact_url(response.request.url)}: {type(exc).__name__}",
+                request=response.request,
+            ) from None
+
+    @asynccontextmanager
+    async def stream(
+        self, method: str, url: httpx.URL | str, **options: Unpack[RequestOptions]
+    ) -> AsyncIterator[httpx.Response]:
+        """Send a request and yield the response before its body is read, for large downloads."""
+        raise_for_status = options.pop("raise_for_status", True)
+        client = await self.get_client()
+        request, send_options = self._build_request(client, method, url, options)
+        response = await self._send(client, request, send_options, stream=True)
+        try:
+            if raise_for_status and (error := error_for_response(response)) is not None:
+                raise error
+            yield response
+        finally:
+            await response.aclose()
+
+    @asynccontextmanager
+    async def isolated(self, **client_options: Any) -> AsyncIterator[httpx.AsyncClient]:
+        """A private client built from the same settings, for callers needing their own TLS or auth.
+
+        Args:
+            **client_options: `httpx.AsyncClient` arguments that replace the shared ones
+                (e.g. `verify=`, `auth=`, `cert=`, `headers=`).
+        """
+        options = self.client_options()
+        headers = httpx.Headers(options.pop("headers"))
+        headers.update(client_options.pop("headers", None) or {})
+        options.update(client_options)
+        async with httpx.AsyncClient(headers=headers, **options) as client:
+            yield client
+
+    def get_pool_stats(self) -> PoolStats:
+        """A cheap snapshot of live pool figures, limits and request counters; never awaits."""
+        client = self._client
+        is_open = client is not None and not client.is_closed
+        state = read_pool_state(client) if client is not None and is_open else PoolState((), {})
+        counts: Counter[str] = Counter()
+        for conn in state.connections if state else ():
+            counts[conn.state] += 1
+            counts["http2" if conn.http_version == "HTTP/2" else "http1"] += 1
+        stats, settings = self.stats, self.settings
+        return PoolStats(
+            available=state is not None,
+            client_open=is_open,
+            transport=transport_name(client if is_open else None),
+            connections=len(state.connections) if state else 0,
+            active=counts["active"],
+            idle=counts["idle"],
+            connecting=counts["connecting"],
+            queued=sum(state.queued.values()) if state else 0,
+            http1=counts["http1"],
+            http2=counts["http2"],
+            origins=summarize_origins(state) if state else (),
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_keepalive_connections,
+            keepalive_expiry=settings.keepalive_expiry,
+            requests_total=stats.total,
+            in_flight=stats.in_flight,
+            by_status_class=dict(stats.by_status_class),
+            errors=dict(stats.errors),
+            latency=stats.latency(),
+        )
+
+
+http_client = HTTPClient()

@@ -1,0 +1,202 @@
+"""Live figures of the shared client: its connection pool and the requests it has carried."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import httpx
+from loguru import logger
+
+ConnectionState = Literal["active", "idle", "connecting"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSnapshot:
+    """One pooled connection as seen at snapshot time."""
+
+    origin: str
+    state: ConnectionState
+    http_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """What a transport reports of its pool: its connections and requests waiting per origin."""
+
+    connections: tuple[ConnectionSnapshot, ...]
+    queued: dict[str, int]
+
+
+@runtime_checkable
+class ReportsPoolState(Protocol):
+    """A transport that knows its own pool exactly (Courier's own transport does)."""
+
+    def pool_state(self) -> PoolState:
+        """Return the live state of the pool without awaiting anything."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OriginStats:
+    """Live pool figures for one origin (scheme, host, port)."""
+
+    origin: str
+    connections: int = 0
+    active: int = 0
+    idle: int = 0
+    connecting: int = 0
+    queued: int = 0
+    http1: int = 0
+    http2: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyStats:
+    """Latency percentiles over the recent window, in milliseconds."""
+
+    samples: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of the shared client: live pool figures, configured limits and request counters."""
+
+    available: bool
+    client_open: bool
+    transport: str
+    connections: int
+    active: int
+    idle: int
+    connecting: int
+    queued: int
+    http1: int
+    http2: int
+    origins: tuple[OriginStats, ...]
+    max_connections: int
+    max_keepalive_connections: int
+    keepalive_expiry: float
+    requests_total: int
+    in_flight: int
+    by_status_class: dict[str, int]
+    errors: dict[str, int]
+    latency: LatencyStats
+    taken_at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain, JSON-friendly form of the snapshot."""
+        return asdict(self)
+
+
+def _origin_text(origin: Any) -> str:
+    scheme = origin.scheme.decode() if isinstance(origin.scheme, bytes) else str(origin.scheme)
+    host = origin.host.decode() if isinstance(origin.host, bytes) else str(origin.host)
+    return f"{scheme}://{host}:{origin.port}"
+
+
+def _httpcore_pool_state(pool: Any) -> PoolState:
+    """Read an httpcore connection pool through its private attributes (httpcore 1.0)."""
+    connections = []
+    for conn in list(pool._connections):
+        inner = getattr(conn, "_connection", conn)
+        if inner is None:
+            state: ConnectionState = "connecting"
+            version = "HTTP/1.1"
+        else:
+            state = "idle" if conn.is_idle() else "active"
+            version = "HTTP/2" if type(inner).__name__.endswith("HTTP2Connection") else "HTTP/1.1"
+        connections.append(ConnectionSnapshot(_origin_text(conn._origin), state, version))
+    queued: Counter[str] = Counter()
+    for pool_request in list(pool._requests):
+        if pool_request.is_queued():
+            queued[_origin_text(pool_request.request.url.origin)] += 1
+    return PoolState(tuple(connections), dict(queued))
+
+
+def _transport_pool_state(transport: Any) -> PoolState | None:
+    if isinstance(transport, ReportsPoolState):
+        return transport.pool_state()
+    pool = getattr(transport, "_pool", None)
+    if pool is not None and hasattr(pool, "_connections") and hasattr(pool, "_requests"):
+        return _httpcore_pool_state(pool)
+    return None
+
+
+def read_pool_state(client: httpx.AsyncClient) -> PoolState | None:
+    """Merge the pool states of the client's transport and mounts; None when they can't be read."""
+    try:
+        transports = [client._transport, *(t for t in client._mounts.values() if t is not None)]
+        states = [_transport_pool_state(t) for t in transports]
+    except Exception as exc:  # a future httpx/httpcore moved its internals
+        logger.opt(exception=exc).debug("pool statistics are unavailable: {}", exc)
+        return None
+    known = [s for s in states if s is not None]
+    if not known:
+        return None
+    queued: Counter[str] = Counter()
+    for s in known:
+        queued.update(s.queued)
+    return PoolState(tuple(c for s in known for c in s.connections), dict(queued))
+
+
+def transport_name(client: httpx.AsyncClient | None) -> str:
+    """A short name for the kind of transport the client sends through."""
+    if client is None:
+        return "none"
+    return type(client._transport).__name__
+
+
+def summarize_origins(state: PoolState) -> tuple[OriginStats, ...]:
+    """Group connections and queued requests by origin."""
+    rows: dict[str, dict[str, int]] = {}
+    for conn in state.connections:
+        row = rows.setdefault(conn.origin, Counter())
+        row["connections"] += 1
+        row[conn.state] += 1
+        row["http2" if conn.http_version == "HTTP/2" else "http1"] += 1
+    for origin, count in state.queued.items():
+        rows.setdefault(origin, Counter())["queued"] += count
+    return tuple(OriginStats(origin, **counts) for origin, counts in sorted(rows.items()))
+
+
+class RequestStats:
+    """Counters the service keeps for itself: totals, in flight, outcomes and latency."""
+
+    def __init__(self, window: int = 1000) -> None:
+        self.total = 0
+        self.in_flight = 0
+        self.by_status_class: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self._latencies: deque[float] = deque(maxlen=window)
+
+    def started(self) -> None:
+        """Count a request as sent."""
+        self.total += 1
+        self.in_flight += 1
+
+    def finished(self, elapsed: float, status: int | None = None, error: str | None = None) -> None:
+        """Count a request as done, with its status or the kind of error that ended it."""
+        self.in_flight -= 1
+        self._latencies.append(elapsed)
+        if status is not None:
+            self.by_status_class[f"{status // 100}xx"] += 1
+        if error is not None:
+            self.errors[error] += 1
+
+    def latency(self) -> LatencyStats:
+        """Percentiles (nearest rank) of the recent window."""
+        ordered = sorted(self._latencies)
+        if not ordered:
+            return LatencyStats(0, None, None, None)
+
+        def pct(p: float) -> float:
+            index = max(0, math.ceil(p * len(ordered)) - 1)
+            return round(ordered[index] * 1000, 2)
+
+        return LatencyStats(len(ordered), pct(0.50), pct(0.95), pct(0.99))
