@@ -10,6 +10,7 @@ import weakref
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import certifi
@@ -20,9 +21,9 @@ from services.config import HTTPSettings
 from services.errors import BadResponseError, error_for_exception, error_for_response
 from services.redact import redact_url
 from services.stats import (
-    PoolState,
     PoolStats,
     RequestStats,
+    merge_pool_states,
     read_pool_state,
     summarize_origins,
     transport_name,
@@ -73,17 +74,28 @@ def build_ssl_context(settings: HTTPSettings) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=settings.ca_bundle or certifi.where())
 
 
+@dataclass(slots=True)
+class _LoopClient:
+    """The client serving one event loop, and the task that closes it when that loop ends."""
+
+    client: httpx.AsyncClient
+    watcher: asyncio.Task[None]
+
+
 class HTTPClient:
-    """Lazily builds, shares, observes and closes the process's one `httpx.AsyncClient`."""
+    """Lazily builds, shares, observes and closes the process's `httpx.AsyncClient`.
+
+    A client is tied to the loop that opened its connections, so there is one per live event loop:
+    in a bot that is exactly one per process. Another thread running its own loop gets its own,
+    rather than stealing (and breaking) the first one mid-request.
+    """
 
     def __init__(self, settings: HTTPSettings | None = None) -> None:
         self._settings = settings
         self._ssl_context: ssl.SSLContext | None = None
         # Guards the fields below: the service may be reached from more than one thread.
         self._guard = threading.Lock()
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         # One asyncio.Lock per loop: a lock binds to the first loop that contends on it.
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
@@ -162,10 +174,14 @@ class HTTPClient:
             return lock
 
     def _live_client(self, loop: asyncio.AbstractEventLoop) -> httpx.AsyncClient | None:
-        client = self._client
-        if client is not None and self._loop is loop and not client.is_closed:
-            return client
+        entry = self._clients.get(loop)
+        if entry is not None and not entry.client.is_closed:
+            return entry.client
         return None
+
+    def _live_clients(self) -> list[httpx.AsyncClient]:
+        with self._guard:
+            return [e.client for e in self._clients.values() if not e.client.is_closed]
 
     async def get_client(self) -> httpx.AsyncClient:
         """Return the live client for the running loop, building it on first use."""
@@ -177,54 +193,56 @@ class HTTPClient:
             client = self._live_client(loop)
             if client is not None:
                 return client
-            new = self._build_client()
-            watcher = loop.create_task(self._close_when_loop_ends(new), name="http-client-watcher")
+            self._forget_dead_loops()
+            client = self._build_client()
+            watcher = loop.create_task(self._close_when_loop_ends(client), name="http-client-watcher")
             with self._guard:
-                old = (self._client, self._loop, self._watcher)
-                self._client, self._loop, self._watcher = new, loop, watcher
-        await self._retire(*old)
-        return new
+                self._clients[loop] = _LoopClient(client, watcher)
+        return client
+
+    def _forget_dead_loops(self) -> None:
+        """Drop clients whose loop was closed without tearing them down (no asyncio.run)."""
+        with self._guard:
+            dead = [loop for loop in self._clients if loop.is_closed()]
+            for loop in dead:
+                del self._clients[loop]
+        if dead:
+            logger.warning(
+                "{} HTTP client(s) outlived their event loop; their sockets were left to the "
+                "garbage collector",
+                len(dead),
+            )
 
     async def _close_when_loop_ends(self, client: httpx.AsyncClient) -> None:
         """Close `client` when its loop shuts down (asyncio.run cancels every task at the end)."""
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().create_future()
+            await loop.create_future()
         except asyncio.CancelledError:
             with self._guard:
-                if self._client is client:
-                    self._client = self._loop = self._watcher = None
+                entry = self._clients.get(loop)
+                if entry is not None and entry.client is client:
+                    del self._clients[loop]
             await client.aclose()
             raise
 
-    async def _retire(
-        self,
-        client: httpx.AsyncClient | None,
-        loop: asyncio.AbstractEventLoop | None,
-        watcher: asyncio.Task[None] | None,
-    ) -> None:
-        """Close a client that is no longer the shared one, on the loop that owns its sockets."""
-        if client is None or client.is_closed:
-            return
-        if loop is None or loop is asyncio.get_running_loop():
-            await client.aclose()
-            if watcher is not None:
-                watcher.cancel()
-        elif loop.is_running():  # another thread's loop
-            asyncio.run_coroutine_threadsafe(client.aclose(), loop)
-            if watcher is not None:
-                loop.call_soon_threadsafe(watcher.cancel)
-        else:
-            logger.warning(
-                "the HTTP client's event loop ended without closing it; its connections were "
-                "left to the garbage collector"
-            )
-
     async def close(self) -> None:
-        """Close the pool; safe to call twice or before first use. The next use builds anew."""
+        """Close every pool; safe to call twice or before first use. The next use builds anew."""
         with self._guard:
-            old = (self._client, self._loop, self._watcher)
-            self._client = self._loop = self._watcher = None
-        await self._retire(*old)
+            entries = list(self._clients.items())
+            self._clients.clear()
+        current = asyncio.get_running_loop()
+        for loop, entry in entries:
+            if loop is current:
+                await entry.client.aclose()
+                entry.watcher.cancel()
+            elif loop.is_running():  # another thread's loop owns those sockets
+                asyncio.run_coroutine_threadsafe(entry.client.aclose(), loop)
+                loop.call_soon_threadsafe(entry.watcher.cancel)
+            elif not loop.is_closed():
+                logger.warning("an HTTP client's event loop is stopped; it will close with that loop")
+                with self._guard:
+                    self._clients.setdefault(loop, entry)
 
     async def request(
         self, method: str, url: httpx.URL | str, **options: Unpack[RequestOptions]
@@ -364,26 +382,27 @@ class HTTPClient:
 
     def get_pool_stats(self) -> PoolStats:
         """A cheap snapshot of live pool figures, limits and request counters; never awaits."""
-        client = self._client
-        is_open = client is not None and not client.is_closed
-        state = read_pool_state(client) if client is not None and is_open else PoolState((), {})
+        clients = self._live_clients()
+        states = [read_pool_state(client) for client in clients]
+        known = [state for state in states if state is not None]
+        merged = merge_pool_states(known)
         counts: Counter[str] = Counter()
-        for conn in state.connections if state else ():
+        for conn in merged.connections:
             counts[conn.state] += 1
             counts["http2" if conn.http_version == "HTTP/2" else "http1"] += 1
         stats, settings = self.stats, self.settings
         return PoolStats(
-            available=state is not None,
-            client_open=is_open,
-            transport=transport_name(client if is_open else None),
-            connections=len(state.connections) if state else 0,
+            available=len(known) == len(states),
+            client_open=bool(clients),
+            transport=transport_name(clients[0] if clients else None),
+            connections=len(merged.connections),
             active=counts["active"],
             idle=counts["idle"],
             connecting=counts["connecting"],
-            queued=sum(state.queued.values()) if state else 0,
+            queued=sum(merged.queued.values()),
             http1=counts["http1"],
             http2=counts["http2"],
-            origins=summarize_origins(state) if state else (),
+            origins=summarize_origins(merged),
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_keepalive_connections,
             keepalive_expiry=settings.keepalive_expiry,

@@ -137,12 +137,15 @@ def read_pool_state(client: httpx.AsyncClient) -> PoolState | None:
         logger.opt(exception=exc).debug("pool statistics are unavailable: {}", exc)
         return None
     known = [s for s in states if s is not None]
-    if not known:
-        return None
+    return merge_pool_states(known) if known else None
+
+
+def merge_pool_states(states: list[PoolState]) -> PoolState:
+    """One PoolState from several (a client's mounts, or the clients of several loops)."""
     queued: Counter[str] = Counter()
-    for s in known:
+    for s in states:
         queued.update(s.queued)
-    return PoolState(tuple(c for s in known for c in s.connections), dict(queued))
+    return PoolState(tuple(c for s in states for c in s.connections), dict(queued))
 
 
 def transport_name(client: httpx.AsyncClient | None) -> str:
