@@ -1,0 +1,82 @@
+"""Validation of the HTTP client's settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.config import HTTPSettings, SettingsError
+
+
+def test_http_settings_defaults_suit_public_apis():
+    settings = HTTPSettings.from_env({})
+    assert settings.max_connections == 100
+    assert settings.max_keepalive_connections == 20
+    assert settings.connect_timeout == 10
+    assert settings.read_timeout == 30
+    assert settings.http2 is True
+    assert settings.effective_user_agent.startswith("Courier/")
+
+
+def test_http_settings_read_every_key():
+    settings = HTTPSettings.from_env(
+        {
+            "HTTP_MAX_CONNECTIONS": "50",
+            "HTTP_MAX_KEEPALIVE_CONNECTIONS": "5",
+            "HTTP_KEEPALIVE_EXPIRY": "2.5",
+            "HTTP_CONNECT_TIMEOUT": "3",
+            "HTTP_READ_TIMEOUT": "4",
+            "HTTP_WRITE_TIMEOUT": "5",
+            "HTTP_POOL_TIMEOUT": "6",
+            "HTTP_HTTP2": "off",
+            "HTTP_FOLLOW_REDIRECTS": "no",
+            "HTTP_VERIFY_TLS": "false",
+            "HTTP_USER_AGENT": "Bot/1",
+            "HTTP_MAX_REDIRECTS": "3",
+        }
+    )
+    assert (settings.max_connections, settings.max_keepalive_connections) == (50, 5)
+    assert (settings.keepalive_expiry, settings.connect_timeout, settings.read_timeout) == (2.5, 3, 4)
+    assert (settings.write_timeout, settings.pool_timeout) == (5, 6)
+    assert not settings.http2 and not settings.follow_redirects and not settings.verify_tls
+    assert settings.effective_user_agent == "Bot/1"
+    assert settings.max_redirects == 3
+
+
+def test_http_settings_blank_values_fall_back_to_defaults():
+    assert HTTPSettings.from_env({"HTTP_READ_TIMEOUT": "  "}).read_timeout == 30
+
+
+def test_http_settings_keepalive_default_follows_small_connection_limit():
+    assert HTTPSettings.from_env({"HTTP_MAX_CONNECTIONS": "4"}).max_keepalive_connections == 4
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("HTTP_MAX_CONNECTIONS", "lots", "whole number"),
+        ("HTTP_MAX_CONNECTIONS", "0", "at least 1"),
+        ("HTTP_READ_TIMEOUT", "-1", "at least"),
+        ("HTTP_READ_TIMEOUT", "nan", "finite"),
+        ("HTTP_CONNECT_TIMEOUT", "10s", "number"),
+        ("HTTP_HTTP2", "maybe", "true or false"),
+        ("HTTP_KEEPALIVE_EXPIRY", "1e9", "at most"),
+        ("HTTP_CA_BUNDLE", "/no/such/file.pem", "readable file"),
+    ],
+)
+def test_http_settings_error_names_key_and_value(key, value, expected):
+    with pytest.raises(SettingsError) as caught:
+        HTTPSettings.from_env({key: value})
+    message = str(caught.value)
+    assert message.startswith(f"{key}={value!r}")
+    assert expected in message
+    assert caught.value.key == key
+
+
+def test_http_settings_keepalive_above_max_is_rejected():
+    with pytest.raises(SettingsError, match="HTTP_MAX_KEEPALIVE_CONNECTIONS='30'"):
+        HTTPSettings.from_env({"HTTP_MAX_CONNECTIONS": "10", "HTTP_MAX_KEEPALIVE_CONNECTIONS": "30"})
+
+
+def test_settings_error_hides_secret_values():
+    error = SettingsError("DISCORD_TOKEN", "abc.def.ghi", "a bot token", secret=True)
+    assert "abc.def.ghi" not in str(error)
