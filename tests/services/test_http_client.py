@@ -295,3 +295,21 @@ async def test_request_counters_track_status_classes_and_latency(local_server):
     assert stats.latency.samples == 5
     assert stats.latency.p50_ms is not None
     assert stats.latency.p50_ms <= stats.latency.p99_ms
+
+
+def test_client_of_a_loop_closed_without_teardown_is_replaced():
+    service = HTTPClient(HTTPSettings())
+    loop = asyncio.new_event_loop()
+    stale = loop.run_until_complete(service.get_client())
+    watcher = next(iter(asyncio.all_tasks(loop)))
+    loop.close()  # no asyncio.run teardown: the watcher never got to close the client
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="WARNING", format="{message}")
+    try:
+        fresh = asyncio.run(service.get_client())
+    finally:
+        logger.remove(sink)
+        watcher._log_destroy_pending = False  # the pending task is this test's doing
+    assert fresh is not stale
+    assert any("outlived their event loop" in line for line in lines)
+    assert service.get_pool_stats().client_open is False
