@@ -23,9 +23,13 @@ from services.errors import (
 T = TypeVar("T")
 
 
+class NothingFoundError(CourierHTTPError):
+    """The upstream answered fine but matched nothing (a search with no results)."""
+
+
 def error_message(exc: CourierHTTPError, service: str, not_found: str) -> str:
     """The sentence a user reads for an upstream failure."""
-    if isinstance(exc, NotFoundError):
+    if isinstance(exc, NotFoundError | NothingFoundError):
         return not_found
     if isinstance(exc, RateLimitedError):
         wait = "a little while" if exc.retry_after is None else humanize_seconds(exc.retry_after)
