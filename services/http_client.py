@@ -286,7 +286,7 @@ class HTTPClient:
         stats.started()
         started = time.perf_counter()
         try:
-            response = await client.send(request, stream=stream, **send_options)
+            response = await self._transmit(client, request, send_options, stream=stream)
         except httpx.HTTPError as exc:
             elapsed = time.perf_counter() - started
             stats.finished(elapsed, error=type(exc).__name__)
@@ -313,6 +313,17 @@ class HTTPClient:
             elapsed * 1000,
         )
         return response
+
+    async def _transmit(
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        send_options: dict[str, Any],
+        *,
+        stream: bool,
+    ) -> httpx.Response:
+        """Hand one attempt to the client; the only place a request leaves the service."""
+        return await client.send(request, stream=stream, **send_options)
 
     async def get(self, url: httpx.URL | str, **options: Unpack[RequestOptions]) -> httpx.Response:
         """Send a GET."""
