@@ -97,6 +97,7 @@ def number(data: dict[str, object], key: str) -> int | None:
 async def on_cooldown(interaction: discord.Interaction, error: Exception) -> bool:
     """Answer a cooldown privately; True when `error` was a cooldown."""
     if isinstance(error, app_commands.CommandOnCooldown):
+        interaction.extras["error_handled"] = True  # the tree's global handler must not reply again
         await interaction.response.send_message(
             f"Slow down: try again in {humanize_seconds(error.retry_after)}.", ephemeral=True
         )

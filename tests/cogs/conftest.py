@@ -67,6 +67,7 @@ class FakeInteraction:
 
     sent: list[Sent] = field(default_factory=list)
     user: FakeUser = field(default_factory=FakeUser)
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.response = FakeResponse(self.sent)

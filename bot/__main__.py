@@ -1,0 +1,86 @@
+"""`python -m bot`: read settings, start the bot, stop cleanly on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+import aiohttp
+import discord
+from dotenv import load_dotenv
+from loguru import logger
+
+from bot.bot import Courier
+from bot.config import BotSettings
+from bot.logging import setup_logging
+from services.config import SettingsError
+from services.http_client import http_client
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+
+
+class Stop(Exception):
+    """A startup failure that ends the process with `code` and a one-line message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def run(settings: BotSettings) -> int:
+    """Run the bot until Discord ends the session or a signal asks us to stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows has no add_signal_handler
+            loop.add_signal_handler(sig, stop.set)
+    bot = Courier(settings)
+    async with bot:
+        session = asyncio.create_task(bot.start(settings.token), name="discord")
+        stopping = asyncio.create_task(stop.wait(), name="signals")
+        await asyncio.wait({session, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            logger.info("shutdown requested; closing")
+            await bot.close()
+        stopping.cancel()
+        try:
+            await session
+        except discord.LoginFailure as exc:
+            raise Stop(EXIT_CONFIG, f"Discord rejected DISCORD_TOKEN ({exc}); check the token") from None
+        except discord.PrivilegedIntentsRequired:
+            raise Stop(EXIT_CONFIG, "Discord refused an intent the bot asked for") from None
+        except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
+            raise Stop(EXIT_UNREACHABLE, f"cannot reach Discord: {type(exc).__name__}: {exc}") from None
+        except discord.DiscordServerError as exc:
+            raise Stop(EXIT_UNREACHABLE, f"Discord is failing ({exc.status}); try again later") from None
+        except discord.GatewayNotFound:
+            raise Stop(EXIT_UNREACHABLE, "cannot find Discord's gateway; try again later") from None
+    logger.info("stopped cleanly")
+    return EXIT_OK
+
+
+def main() -> int:
+    """Start Courier; returns the process exit status."""
+    load_dotenv(override=False)  # real environment variables win over .env
+    try:
+        settings = BotSettings.from_env()
+    except SettingsError as exc:
+        print(f"courier: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(settings.log_level, secrets=[settings.token])
+    http_client.configure(settings.http)
+    try:
+        return asyncio.run(run(settings))
+    except Stop as exc:
+        logger.error("{}", exc)
+        return exc.code
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

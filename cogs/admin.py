@@ -1,0 +1,154 @@
+"""/http stats: the shared HTTP client's live figures, for the bot's owners and server admins."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs._embeds import make_embed
+from services.http_client import http_client
+from services.stats import PoolStats
+
+REFUSAL = "Sorry, only the bot's owners and server administrators can see the HTTP statistics."
+MAX_ORIGINS = 10
+MAX_ERRORS = 8
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def _pairs(counts: dict[str, int], limit: int) -> str:
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    shown = [f"{name} {_n(count)}" for name, count in ranked[:limit]]
+    if len(ranked) > limit:
+        shown.append(f"+{len(ranked) - limit} more")
+    return " · ".join(shown)
+
+
+def connections_text(stats: PoolStats) -> str:
+    """Open/active/idle/queued connections and the configured limits."""
+    if not stats.client_open:
+        live = "No client open yet (built on first request)."
+    elif not stats.available:
+        live = "Live pool figures are unavailable with this httpx version."
+    else:
+        live = (
+            f"**{_n(stats.connections)}** open · {_n(stats.active)} active · {_n(stats.idle)} idle"
+            f"{f' · {_n(stats.connecting)} connecting' if stats.connecting else ''}\n"
+            f"{_n(stats.queued)} queued · HTTP/1.1 {_n(stats.http1)} · HTTP/2 {_n(stats.http2)}"
+        )
+    limits = (
+        f"limits: {_n(stats.max_connections)} max · {_n(stats.max_keepalive_connections)} keep-alive · "
+        f"{stats.keepalive_expiry:g} s expiry"
+    )
+    return f"{live}\n{limits}"
+
+
+def requests_text(stats: PoolStats) -> str:
+    """Totals, in flight and outcomes by status class."""
+    classes = _pairs(stats.by_status_class, 5) or "no answers yet"
+    return f"**{_n(stats.requests_total)}** sent · {_n(stats.in_flight)} in flight\n{classes}"
+
+
+def latency_text(stats: PoolStats) -> str:
+    """Latency percentiles over the recent window."""
+    lat = stats.latency
+    if not lat.samples:
+        return "no samples yet"
+    spread = f"p50 {_ms(lat.p50_ms)} · p95 {_ms(lat.p95_ms)} · p99 {_ms(lat.p99_ms)}"
+    return f"{spread}\nlast {_n(lat.samples)} requests"
+
+
+def origins_text(stats: PoolStats) -> str:
+    """The busiest origins, one line each."""
+    rows = sorted(stats.origins, key=lambda o: (-(o.connections + o.queued), o.origin))
+    lines = []
+    for o in rows[:MAX_ORIGINS]:
+        version = "h2" if o.http2 and not o.http1 else "h1+h2" if o.http2 else "h1"
+        queued = f", {o.queued} queued" if o.queued else ""
+        lines.append(f"`{o.origin}` {o.connections} ({o.active} active, {o.idle} idle{queued}) {version}")
+    if len(rows) > MAX_ORIGINS:
+        lines.append(f"+{len(rows) - MAX_ORIGINS} more origins")
+    return "\n".join(lines) or "no connections"
+
+
+def extra_fields(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Resilience figures (retries, circuit breakers, cache) when the service reports them."""
+    fields: list[tuple[str, str]] = []
+    retries = data.get("retries")
+    if isinstance(retries, int):
+        fields.append(("Retries", _n(retries)))
+    breakers = data.get("breakers")
+    if isinstance(breakers, dict | list | tuple):
+        items = breakers.items() if isinstance(breakers, dict) else enumerate(breakers)
+        lines = []
+        for key, value in items:
+            if isinstance(value, dict):
+                origin = value.get("origin", key)
+                state = value.get("state", "?")
+            else:
+                origin, state = key, value
+            if state != "closed":
+                lines.append(f"`{origin}` {state}")
+        fields.append(("Circuit breakers", "\n".join(lines) or "all closed"))
+    cache = data.get("cache")
+    if isinstance(cache, dict) and cache:
+        shown = {k: v for k, v in cache.items() if isinstance(v, int)}
+        fields.append(("Cache", _pairs(shown, 6) or "empty"))
+    return fields
+
+
+def build_stats_embed(stats: PoolStats) -> discord.Embed:
+    """Shape a pool snapshot into an embed a person reads at a glance."""
+    fields = [
+        ("Connections", connections_text(stats)),
+        ("Requests", requests_text(stats)),
+        ("Latency", latency_text(stats)),
+        ("Errors", _pairs(stats.errors, MAX_ERRORS) or "none"),
+    ]
+    fields += extra_fields(stats.as_dict())
+    fields.append(("Origins", origins_text(stats)))
+    return make_embed(
+        title="Shared HTTP client",
+        description=f"transport `{stats.transport}`",
+        fields=fields,
+        footer=time.strftime("snapshot %Y-%m-%d %H:%M:%S UTC", time.gmtime(stats.taken_at)),
+    )
+
+
+async def may_see_stats(interaction: discord.Interaction[Any]) -> bool:
+    """Owners of the bot (BOT_OWNER_IDS, else the application's owners) and administrators."""
+    if interaction.permissions.administrator:
+        return True
+    client = interaction.client
+    return isinstance(client, commands.Bot) and await client.is_owner(interaction.user)
+
+
+class Admin(commands.Cog):
+    """Commands for the people who run the bot."""
+
+    http = app_commands.Group(name="http", description="The shared HTTP client")
+
+    @http.command(name="stats")
+    async def stats(self, interaction: discord.Interaction[Any]) -> None:
+        """Live figures of the shared HTTP client: connections, requests, latency."""
+        if not await may_see_stats(interaction):
+            await interaction.response.send_message(REFUSAL, ephemeral=True)
+            return
+        await interaction.response.send_message(
+            embed=build_stats_embed(http_client.get_pool_stats()), ephemeral=True
+        )
+
+
+async def setup(bot: commands.Bot) -> None:
+    """Load the admin cog."""
+    await bot.add_cog(Admin())
