@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TypeVar
 
@@ -114,6 +115,60 @@ def env_float(
     return _env_number(env, key, default, float, "number", minimum, maximum)
 
 
+_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_HOST_RE = re.compile(r"^[a-z0-9.-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class HostLimit:
+    """A per-host budget: `requests` per `period` seconds (0 = unlimited), at most `concurrency` at once."""
+
+    host: str
+    requests: int = 0
+    period: float = 1.0
+    concurrency: int = 0
+
+    def matches(self, host: str) -> bool:
+        """Whether `host` is this host or one of its subdomains."""
+        return host == self.host or host.endswith("." + self.host)
+
+
+def env_host_limits(env: Mapping[str, str], key: str, default: str) -> tuple[HostLimit, ...]:
+    """Read per-host limits: `host=RATE/UNIT` or `host=RATE/UNIT*CONCURRENCY` or `host=*CONCURRENCY`.
+
+    Entries are separated by commas; UNIT is s, m or h. Example: `crates.io=1/s,api.github.com=*4`.
+    """
+    text = env_str(env, key, default)
+    limits: dict[str, HostLimit] = {}
+    expected = "comma-separated host=COUNT/UNIT[*CONCURRENCY] entries (UNIT s, m or h)"
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        host, _, spec = entry.partition("=")
+        host = host.strip().lower()
+        rate, _, concurrency = spec.strip().partition("*")
+        count, _, unit = rate.partition("/")
+        try:
+            requests = int(count) if count else 0
+            cap = int(concurrency) if concurrency else 0
+        except ValueError:
+            raise SettingsError(key, text, expected) from None
+        valid = (
+            _HOST_RE.match(host)
+            and requests >= 0
+            and cap >= 0
+            and (requests or cap)
+            and (unit in _PERIODS if count else not unit)
+        )
+        if not valid:
+            raise SettingsError(key, text, expected)
+        limits[host] = HostLimit(host, requests, _PERIODS.get(unit, 1.0), cap)
+    return tuple(limits.values())
+
+
+DEFAULT_HOST_LIMITS = "crates.io=1/s"
+"""crates.io's crawler policy asks for at most one request per second; GitHub's quota is read from
+its X-RateLimit headers instead of being guessed here."""
+
+
 @dataclass(frozen=True, slots=True)
 class HTTPSettings:
     """Everything the shared HTTP client can be tuned with; defaults suit a bot calling public APIs."""
@@ -134,6 +189,21 @@ class HTTPSettings:
     user_agent: str | None = None
     contact_url: str = DEFAULT_CONTACT_URL
     latency_window: int = 1000
+    retries: int = 2
+    retry_backoff: float = 0.25
+    retry_backoff_max: float = 4.0
+    max_wait: float = 5.0
+    deadline: float = 30.0
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 30.0
+    host_limits: tuple[HostLimit, ...] = field(
+        default_factory=lambda: env_host_limits({}, "HTTP_HOST_LIMITS", DEFAULT_HOST_LIMITS)
+    )
+    max_response_bytes: int = 5 * 1024 * 1024
+    cache: bool = True
+    cache_max_entries: int = 512
+    cache_max_bytes: int = 32 * 1024 * 1024
+    drain_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.max_keepalive_connections > self.max_connections:
@@ -182,4 +252,23 @@ class HTTPSettings:
             user_agent=env_optional_str(env, "HTTP_USER_AGENT"),
             contact_url=env_str(env, "HTTP_CONTACT_URL", d.contact_url),
             latency_window=env_int(env, "HTTP_LATENCY_WINDOW", d.latency_window, minimum=10, maximum=100_000),
+            retries=env_int(env, "HTTP_RETRIES", d.retries, minimum=0, maximum=10),
+            retry_backoff=env_float(env, "HTTP_RETRY_BACKOFF", d.retry_backoff, minimum=0, maximum=60),
+            retry_backoff_max=env_float(
+                env, "HTTP_RETRY_BACKOFF_MAX", d.retry_backoff_max, minimum=0, maximum=600
+            ),
+            max_wait=env_float(env, "HTTP_MAX_WAIT", d.max_wait, minimum=0, maximum=3600),
+            deadline=env_float(env, "HTTP_DEADLINE", d.deadline, minimum=0.01, maximum=3600),
+            breaker_threshold=env_int(env, "HTTP_BREAKER_THRESHOLD", d.breaker_threshold, minimum=0),
+            breaker_cooldown=env_float(
+                env, "HTTP_BREAKER_COOLDOWN", d.breaker_cooldown, minimum=0.01, maximum=3600
+            ),
+            host_limits=env_host_limits(env, "HTTP_HOST_LIMITS", DEFAULT_HOST_LIMITS),
+            max_response_bytes=env_int(
+                env, "HTTP_MAX_RESPONSE_BYTES", d.max_response_bytes, minimum=1024, maximum=2**40
+            ),
+            cache=env_bool(env, "HTTP_CACHE", d.cache),
+            cache_max_entries=env_int(env, "HTTP_CACHE_MAX_ENTRIES", d.cache_max_entries, minimum=0),
+            cache_max_bytes=env_int(env, "HTTP_CACHE_MAX_BYTES", d.cache_max_bytes, minimum=0),
+            drain_timeout=env_float(env, "HTTP_DRAIN_TIMEOUT", d.drain_timeout, minimum=0, maximum=600),
         )

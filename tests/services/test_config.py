@@ -80,3 +80,70 @@ def test_http_settings_keepalive_above_max_is_rejected():
 def test_settings_error_hides_secret_values():
     error = SettingsError("DISCORD_TOKEN", "abc.def.ghi", "a bot token", secret=True)
     assert "abc.def.ghi" not in str(error)
+
+
+def test_http_settings_resilience_defaults():
+    settings = HTTPSettings.from_env({})
+    assert settings.retries == 2
+    assert settings.max_response_bytes == 5 * 1024 * 1024
+    assert settings.cache is True
+    assert [(h.host, h.requests, h.period) for h in settings.host_limits] == [("crates.io", 1, 1.0)]
+
+
+def test_http_settings_read_resilience_keys():
+    settings = HTTPSettings.from_env(
+        {
+            "HTTP_RETRIES": "4",
+            "HTTP_RETRY_BACKOFF": "0.1",
+            "HTTP_RETRY_BACKOFF_MAX": "2",
+            "HTTP_MAX_WAIT": "9",
+            "HTTP_DEADLINE": "12",
+            "HTTP_BREAKER_THRESHOLD": "3",
+            "HTTP_BREAKER_COOLDOWN": "7",
+            "HTTP_HOST_LIMITS": "crates.io=2/s, API.github.com=60/h*4, example.org=*1",
+            "HTTP_MAX_RESPONSE_BYTES": "65536",
+            "HTTP_CACHE": "off",
+            "HTTP_CACHE_MAX_ENTRIES": "10",
+            "HTTP_CACHE_MAX_BYTES": "1000",
+            "HTTP_DRAIN_TIMEOUT": "3",
+        }
+    )
+    assert (settings.retries, settings.retry_backoff, settings.retry_backoff_max) == (4, 0.1, 2)
+    assert (settings.max_wait, settings.deadline) == (9, 12)
+    assert (settings.breaker_threshold, settings.breaker_cooldown) == (3, 7)
+    assert [(h.host, h.requests, h.period, h.concurrency) for h in settings.host_limits] == [
+        ("crates.io", 2, 1.0, 0),
+        ("api.github.com", 60, 3600.0, 4),
+        ("example.org", 0, 1.0, 1),
+    ]
+    assert settings.max_response_bytes == 65536
+    assert not settings.cache
+    assert (settings.cache_max_entries, settings.cache_max_bytes, settings.drain_timeout) == (10, 1000, 3)
+
+
+def test_http_settings_host_limit_matches_subdomains_only():
+    (limit,) = HTTPSettings.from_env({"HTTP_HOST_LIMITS": "crates.io=1/s"}).host_limits
+    assert limit.matches("crates.io") and limit.matches("static.crates.io")
+    assert not limit.matches("notcrates.io")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("HTTP_RETRIES", "-1", "at least 0"),
+        ("HTTP_RETRIES", "many", "whole number"),
+        ("HTTP_DEADLINE", "0", "at least"),
+        ("HTTP_MAX_WAIT", "inf", "finite"),
+        ("HTTP_MAX_RESPONSE_BYTES", "10", "at least 1024"),
+        ("HTTP_CACHE", "sometimes", "true or false"),
+        ("HTTP_HOST_LIMITS", "crates.io=1/day", "host=COUNT/UNIT"),
+        ("HTTP_HOST_LIMITS", "crates.io", "host=COUNT/UNIT"),
+        ("HTTP_HOST_LIMITS", "crates.io=x/s", "host=COUNT/UNIT"),
+        ("HTTP_HOST_LIMITS", "bad host=1/s", "host=COUNT/UNIT"),
+    ],
+)
+def test_http_settings_resilience_error_names_key_and_value(key, value, expected):
+    with pytest.raises(SettingsError) as caught:
+        HTTPSettings.from_env({key: value})
+    assert str(caught.value).startswith(f"{key}={value!r}")
+    assert expected in str(caught.value)
