@@ -9,7 +9,7 @@ import sys
 
 import aiohttp
 import discord
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 from loguru import logger
 
 from bot.bot import Courier
@@ -65,7 +65,8 @@ async def run(settings: BotSettings) -> int:
 
 def main() -> int:
     """Start Courier; returns the process exit status."""
-    load_dotenv(override=False)  # real environment variables win over .env
+    # .env from the working directory (or a parent); real environment variables win over it.
+    load_dotenv(find_dotenv(usecwd=True), override=False)
     try:
         settings = BotSettings.from_env()
     except SettingsError as exc:

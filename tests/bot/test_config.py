@@ -1,0 +1,101 @@
+"""Bot settings: every key validated, the token required and never echoed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.__main__ import main
+from bot.config import BotSettings, MissingSettingError
+from services.config import SettingsError
+
+TOKEN = "MTIz.NDU2.Nzg5-secret"
+
+
+def settings(**env: str) -> BotSettings:
+    return BotSettings.from_env({"DISCORD_TOKEN": TOKEN, **env})
+
+
+def test_from_env_reads_every_bot_key(tmp_path: Path) -> None:
+    s = settings(
+        DISCORD_GUILD_ID="123456789012345678",
+        BOT_OWNER_IDS="11, 22 33",
+        LOG_LEVEL="debug",
+        COMMAND_SYNC="Always",
+        COURIER_STATE_DIR=str(tmp_path),
+        COURIER_HEALTH_FILE=str(tmp_path / "health"),
+        SHUTDOWN_GRACE="2.5",
+        HTTP_MAX_CONNECTIONS="7",
+    )
+    assert s.guild_id == 123456789012345678
+    assert s.owner_ids == {11, 22, 33}
+    assert (s.log_level, s.command_sync, s.shutdown_grace) == ("DEBUG", "always", 2.5)
+    assert s.state_dir == tmp_path and s.health_file == tmp_path / "health"
+    assert s.http.max_connections == 7
+
+
+def test_from_env_defaults_suit_production() -> None:
+    s = settings()
+    assert (s.guild_id, s.owner_ids, s.log_level, s.command_sync) == (None, frozenset(), "INFO", "auto")
+    assert s.health_file is None and s.state_dir.name == "courier"
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_missing_token_names_the_key_and_the_example(value: str) -> None:
+    with pytest.raises(MissingSettingError) as info:
+        BotSettings.from_env({"DISCORD_TOKEN": value})
+    assert "DISCORD_TOKEN" in str(info.value) and ".env.example" in str(info.value)
+
+
+@pytest.mark.parametrize("token", ["has space.in.it", "only-one-part", "a.b\x00.c"])
+def test_malformed_token_is_refused_without_echoing_it(token: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        BotSettings.from_env({"DISCORD_TOKEN": token})
+    assert "DISCORD_TOKEN" in str(info.value) and token not in str(info.value)
+
+
+def test_token_with_bot_prefix_is_accepted_and_hidden_from_repr() -> None:
+    s = BotSettings.from_env({"DISCORD_TOKEN": f"Bot {TOKEN}"})
+    assert s.token == TOKEN
+    assert TOKEN not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [
+        ("DISCORD_GUILD_ID", "my-server", "my-server"),
+        ("DISCORD_GUILD_ID", "0", "0"),
+        ("BOT_OWNER_IDS", "11,bob", "bob"),
+        ("LOG_LEVEL", "LOUD", "LOUD"),
+        ("COMMAND_SYNC", "sometimes", "sometimes"),
+        ("SHUTDOWN_GRACE", "-1", "-1"),
+        ("HTTP_READ_TIMEOUT", "forever", "forever"),
+    ],
+)
+def test_bad_value_names_key_and_value(key: str, value: str, shown: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        settings(**{key: value})
+    assert f"{key}={shown!r}" in str(info.value)
+
+
+def test_main_exits_2_with_one_line_when_token_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    assert main() == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "DISCORD_TOKEN" in err and "Traceback" not in err
+
+
+def test_main_reads_dotenv_but_real_environment_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"DISCORD_TOKEN={TOKEN}\nHTTP_MAX_CONNECTIONS=5\n")
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    monkeypatch.setenv("HTTP_MAX_CONNECTIONS", "zero")  # the real environment's bad value must win
+    assert main() == 2
+    err = capsys.readouterr().err
+    assert "HTTP_MAX_CONNECTIONS='zero'" in err and TOKEN not in err

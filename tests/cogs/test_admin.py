@@ -1,0 +1,101 @@
+"""/http stats: live figures for owners and admins, a polite refusal for everyone else."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+import pytest
+from aiohttp import web
+from discord.ext import commands
+
+from cogs.admin import REFUSAL, Admin, build_stats_embed
+from services.http_client import http_client
+from tests.cogs.conftest import FakeInteraction
+from tests.conftest import ServerFactory
+
+
+@dataclass
+class AdminInteraction(FakeInteraction):
+    permissions: discord.Permissions = field(default_factory=discord.Permissions.none)
+    client: Any = None
+
+
+def owners(*ids: int) -> commands.Bot:
+    """A bot whose owners are `ids` (administrators never reach the owner lookup)."""
+    return commands.Bot(command_prefix="!", intents=discord.Intents.none(), owner_ids=set(ids) or None)
+
+
+async def run_stats(interaction: AdminInteraction) -> None:
+    await Admin.stats.callback(Admin(), interaction)  # type: ignore[arg-type]
+
+
+def fields(embed: discord.Embed | None) -> dict[str, str]:
+    assert embed is not None
+    return {f.name or "": f.value or "" for f in embed.fields}
+
+
+async def test_stranger_gets_a_polite_private_refusal() -> None:
+    interaction = AdminInteraction(client=owners(1))
+    await run_stats(interaction)
+    assert interaction.reply.content == REFUSAL and interaction.reply.ephemeral
+    assert interaction.reply.embed is None
+
+
+@pytest.mark.parametrize(
+    ("owner_ids", "permissions"),
+    [({42}, discord.Permissions.none()), (set(), discord.Permissions(administrator=True))],
+    ids=["owner", "administrator"],
+)
+async def test_owner_or_admin_sees_the_live_figures_privately(
+    local_server: ServerFactory, owner_ids: set[int], permissions: discord.Permissions
+) -> None:
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.json_response({"ok": True})
+
+    base = await local_server({"/slow": slow})
+    pending = [asyncio.create_task(http_client.get(f"{base}/slow")) for _ in range(3)]
+    for _ in range(200):  # bounded: wait until the three requests are on the wire
+        if http_client.get_pool_stats().active == 3:
+            break
+        await asyncio.sleep(0.01)
+    interaction = AdminInteraction(client=owners(*owner_ids), permissions=permissions)
+    await run_stats(interaction)
+    release.set()
+    await asyncio.gather(*pending)
+
+    assert interaction.reply.ephemeral
+    shown = fields(interaction.reply.embed)
+    assert "**3** open · 3 active · 0 idle" in shown["Connections"]
+    assert "limits: 100 max · 20 keep-alive" in shown["Connections"]
+    assert "**3** sent · 3 in flight" in shown["Requests"]
+    assert f"`{base}` 3 (3 active, 0 idle) h1" in shown["Origins"]
+
+
+async def test_embed_before_any_request_says_so() -> None:
+    shown = fields(build_stats_embed(http_client.get_pool_stats()))
+    assert "No client open yet" in shown["Connections"]
+    assert shown["Latency"] == "no samples yet" and shown["Errors"] == "none"
+
+
+async def test_embed_counts_outcomes_and_latency(local_server: ServerFactory) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def missing(request: web.Request) -> web.Response:
+        return web.Response(status=404)
+
+    base = await local_server({"/ok": ok, "/missing": missing})
+    for _ in range(4):
+        await http_client.get(f"{base}/ok")
+    await http_client.get(f"{base}/missing", raise_for_status=False)
+    embed = build_stats_embed(http_client.get_pool_stats())
+    shown = fields(embed)
+    assert "**5** sent · 0 in flight" in shown["Requests"] and "2xx 4 · 4xx 1" in shown["Requests"]
+    assert "p50" in shown["Latency"] and "last 5 requests" in shown["Latency"]
+    assert len(embed) <= 6000
