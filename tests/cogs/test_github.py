@@ -99,3 +99,20 @@ async def test_github_fetch_encodes_hostile_segments() -> None:
         route = mock.get(url__startswith=BASE).respond(json=REPO)
         await fetch_repo(GitHubSettings(api_url=BASE), "..", "a?b=c")
     assert route.calls.last.request.url.raw_path == b"/repos/%2E%2E/a%3Fb%3Dc"
+
+
+async def test_github_user_not_found(interaction: FakeInteraction) -> None:
+    c = cog()
+    with respx.mock(using="httpx") as mock:
+        mock.get(f"{BASE}/users/nobody-here").respond(404, json={"message": "Not Found"})
+        await c.user.callback(c, interaction, "nobody-here")  # type: ignore[arg-type]
+    assert interaction.reply.content == "No GitHub user named `nobody-here`." and interaction.reply.ephemeral
+
+
+@pytest.mark.parametrize("junk", ["", "a b", "../admin", "-starts-with-dash", "x" * 40, "oct\u0000cat"])
+async def test_github_user_junk_rejected_without_http(interaction: FakeInteraction, junk: str) -> None:
+    c = cog()
+    with respx.mock(using="httpx", assert_all_called=False) as mock:
+        route = mock.route()
+        await c.user.callback(c, interaction, junk)  # type: ignore[arg-type]
+    assert not route.called and [s.kind for s in interaction.sent] == ["response"]

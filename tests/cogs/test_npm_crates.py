@@ -126,3 +126,11 @@ async def test_crate_fetch_encodes_hostile_name() -> None:
         route = mock.get(url__startswith=CRATES).respond(json=CRATE)
         await fetch_crate(CRATES, "../../admin")
     assert route.calls.last.request.url.raw_path == b"/api/v1/crates/..%2F..%2Fadmin"
+
+
+async def test_npm_timeout(interaction: FakeInteraction) -> None:
+    cog = Npm(NPM)
+    with respx.mock(using="httpx") as mock:
+        mock.get(f"{NPM}/slow").mock(side_effect=httpx.ReadTimeout("slow"))
+        await cog.npm.callback(cog, interaction, "slow")  # type: ignore[arg-type]
+    assert "npm took too long" in (interaction.reply.content or "") and interaction.reply.ephemeral

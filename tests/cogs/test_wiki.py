@@ -98,3 +98,11 @@ def test_wiki_settings_language() -> None:
         WikiSettings.from_env({"WIKIPEDIA_LANGUAGE": "de/../x"})
     with pytest.raises(SettingsError):
         WikiSettings.from_env({"WIKIPEDIA_API_URL": "ftp://x"})
+
+
+async def test_wiki_timeout(interaction: FakeInteraction) -> None:
+    c = cog()
+    with respx.mock(using="httpx") as mock:
+        mock.get(f"{BASE}/api/rest_v1/page/summary/zzz").mock(side_effect=httpx.ConnectTimeout("slow"))
+        await c.wiki.callback(c, interaction, "zzz")  # type: ignore[arg-type]
+    assert "Wikipedia took too long" in (interaction.reply.content or "") and interaction.reply.ephemeral

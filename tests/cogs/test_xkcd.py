@@ -72,3 +72,11 @@ async def test_xkcd_autocomplete_is_offline(interaction: FakeInteraction) -> Non
     cog = Xkcd(BASE)
     choices = await cog.xkcd_autocomplete(interaction, "12")  # type: ignore[arg-type]
     assert [c.value for c in choices] == [12, 0]
+
+
+async def test_xkcd_timeout(interaction: FakeInteraction) -> None:
+    cog = Xkcd(BASE)
+    with respx.mock(using="httpx") as mock:
+        mock.get(f"{BASE}/1/info.0.json").mock(side_effect=httpx.ReadTimeout("slow"))
+        await cog.xkcd.callback(cog, interaction, 1)  # type: ignore[arg-type]
+    assert "xkcd took too long" in (interaction.reply.content or "") and interaction.reply.ephemeral
