@@ -105,6 +105,22 @@ class UpstreamUnavailableError(CourierHTTPError):
     default_message = "{host} is unavailable right now; please try again later."
 
 
+class CircuitOpenError(UpstreamUnavailableError):
+    """Recent requests to this host kept failing, so we stopped sending more for a while."""
+
+    def __init__(
+        self, message: str, *, request: httpx.Request | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, request=request)
+        self.retry_after = retry_after
+
+
+class ClientClosingError(CourierHTTPError):
+    """The shared client is shutting down and takes no new requests."""
+
+    default_message = "The bot is shutting down; please try again in a moment."
+
+
 class ServerError(UpstreamUnavailableError, StatusError):
     """The upstream answered with a 5xx status."""
 
@@ -120,6 +136,10 @@ class TimedOutError(CourierHTTPError, httpx.TimeoutException):
     """The upstream took longer than the timeout allowed."""
 
     default_message = "{host} took too long to answer; please try again later."
+
+
+class DeadlineExceededError(TimedOutError):
+    """The call's total deadline ran out across its attempts and waits."""
 
 
 class ResponseTooLargeError(CourierHTTPError):

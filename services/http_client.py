@@ -8,7 +8,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
@@ -17,9 +17,28 @@ import certifi
 import httpx
 from loguru import logger
 
+from services.breaker import CircuitBreakers, Verdict
+from services.cache import ResponseCache
 from services.config import HTTPSettings
-from services.errors import BadResponseError, error_for_exception, error_for_response
+from services.errors import (
+    BadResponseError,
+    ClientClosingError,
+    DeadlineExceededError,
+    ResponseTooLargeError,
+    error_for_exception,
+    error_for_response,
+)
+from services.ratelimit import HostLimiter
 from services.redact import redact_url
+from services.retry import (
+    IDEMPOTENT_METHODS,
+    Deadline,
+    RetryPolicy,
+    is_host_failure,
+    is_retryable_exception,
+    is_retryable_response,
+    server_wait,
+)
 from services.stats import (
     PoolStats,
     RequestStats,
@@ -59,9 +78,109 @@ class RequestOptions(TypedDict, total=False):
     timeout: TimeoutTypes | UseClientDefault
     extensions: RequestExtensions | None
     raise_for_status: bool
+    retries: int
+    deadline: float
+    max_bytes: int | None
+    cache: bool
+    idempotency_key: str
 
 
 _SEND_OPTIONS = ("auth", "follow_redirects")
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """The resilience options of one call, resolved against the settings."""
+
+    retries: int
+    deadline: Deadline
+    max_bytes: int | None
+    cache: bool
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Resilience:
+    """The state shared by every call: retry policy, breakers, host limits and the cache."""
+
+    policy: RetryPolicy
+    breakers: CircuitBreakers
+    limiter: HostLimiter
+    cache: ResponseCache
+
+    @classmethod
+    def from_settings(cls, s: HTTPSettings) -> _Resilience:
+        """Build fresh state from `s`."""
+        return cls(
+            RetryPolicy(s.retries, s.retry_backoff, s.retry_backoff_max, s.max_wait),
+            CircuitBreakers(s.breaker_threshold, s.breaker_cooldown),
+            HostLimiter(s.host_limits),
+            ResponseCache(s.cache_max_entries if s.cache else 0, s.cache_max_bytes),
+        )
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _origin(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
+
+
+def _too_large(request: httpx.Request, cap: int) -> ResponseTooLargeError:
+    return ResponseTooLargeError(
+        f"response to {request.method} {redact_url(request.url)} passed the {cap}-byte cap", request=request
+    )
+
+
+async def _read_capped(response: httpx.Response, cap: int | None) -> None:
+    """Read the (decoded) body, aborting the moment it passes `cap`; Content-Length is not trusted."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if cap is not None and size > cap:
+                raise _too_large(response.request, cap)
+            chunks.append(chunk)
+    except BaseException:
+        await response.aclose()
+        raise
+    # What Response.aread() does, with the cap applied while reading.
+    response._content = b"".join(chunks)
+
+
+class _CappedStream(httpx.AsyncByteStream):
+    """A response stream that raises once `cap` bytes have passed, and frees the host slot on close."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncByteStream,
+        request: httpx.Request,
+        cap: int | None,
+        release: Callable[[], None],
+    ) -> None:
+        self._inner = inner
+        self._request = request
+        self._cap = cap
+        self._release: Callable[[], None] | None = release
+        self._seen = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            self._seen += len(chunk)
+            if self._cap is not None and self._seen > self._cap:
+                raise _too_large(self._request, self._cap)
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
 
 
 def build_ssl_context(settings: HTTPSettings) -> ssl.SSLContext:
@@ -101,6 +220,12 @@ class HTTPClient:
             weakref.WeakKeyDictionary()
         )
         self._stats: RequestStats | None = None
+        self._resilience: _Resilience | None = None
+        self._closing = False
+        # Tasks inside a request or stream (with nesting depth), so close() can drain them.
+        self._active: dict[asyncio.Task[Any], int] = {}
+        self._drained: set[asyncio.Task[Any]] = set()
+        self._drain_waiter: asyncio.Future[None] | None = None
 
     @property
     def settings(self) -> HTTPSettings:
@@ -116,12 +241,20 @@ class HTTPClient:
             self._stats = RequestStats(self.settings.latency_window)
         return self._stats
 
+    @property
+    def resilience(self) -> _Resilience:
+        """Retry policy, breakers, host limits and cache, built from the settings on first need."""
+        if self._resilience is None:
+            self._resilience = _Resilience.from_settings(self.settings)
+        return self._resilience
+
     def configure(self, settings: HTTPSettings) -> None:
         """Use `settings` for every client built from now on (the bot calls this at start)."""
         with self._guard:
             self._settings = settings
             self._ssl_context = None
             self._stats = None
+            self._resilience = None
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -227,7 +360,77 @@ class HTTPClient:
             raise
 
     async def close(self) -> None:
-        """Close every pool; safe to call twice or before first use. The next use builds anew."""
+        """Drain, then close every pool; safe to call twice or before first use. The next use builds anew.
+
+        New requests fail with `ClientClosingError` while closing; requests in flight on this loop get
+        up to `HTTP_DRAIN_TIMEOUT` seconds to finish, then are cancelled (and raise that error too).
+        """
+        self._closing = True
+        try:
+            await self._drain(asyncio.get_running_loop())
+            await self._close_clients()
+        finally:
+            with self._guard:
+                self._closing = False
+                self._drained.clear()
+
+    def _in_flight_on(self, loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+        current = asyncio.current_task()
+        with self._guard:
+            return [t for t in self._active if t is not current and not t.done() and t.get_loop() is loop]
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        timeout = self.settings.drain_timeout
+        tasks = await self._wait_idle(loop, timeout)
+        if not tasks:
+            return
+        logger.warning("{} HTTP request(s) still in flight after {}s; cancelling them", len(tasks), timeout)
+        for task in tasks:
+            self._drained.add(task)
+            task.cancel()
+        # They unwind at their next await; give them a moment, bounded, before closing under them.
+        await self._wait_idle(loop, 1.0)
+
+    async def _wait_idle(self, loop: asyncio.AbstractEventLoop, seconds: float) -> list[asyncio.Task[Any]]:
+        """Wait up to `seconds` for this loop's requests to finish; return those still running."""
+        if not self._in_flight_on(loop):
+            return []
+        waiter = self._drain_waiter = loop.create_future()
+        try:
+            await asyncio.wait({waiter}, timeout=seconds)
+        finally:
+            self._drain_waiter = None
+        return self._in_flight_on(loop)
+
+    def _admit(self) -> asyncio.Task[Any] | None:
+        if self._closing:
+            raise ClientClosingError("the HTTP client is shutting down and takes no new requests")
+        task = asyncio.current_task()
+        if task is not None:
+            with self._guard:
+                self._active[task] = self._active.get(task, 0) + 1
+        return task
+
+    def _leave(self, task: asyncio.Task[Any] | None) -> None:
+        if task is None:
+            return
+        with self._guard:
+            depth = self._active.pop(task, 1) - 1
+            if depth > 0:
+                self._active[task] = depth
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done() and not self._in_flight_on(waiter.get_loop()):
+            waiter.get_loop().call_soon_threadsafe(_settle, waiter)
+
+    def _raise_if_drained(self, task: asyncio.Task[Any] | None) -> None:
+        """Turn the drain's own cancellation into a typed error; leave any other cancellation alone."""
+        if task is None or task not in self._drained:
+            return
+        self._drained.discard(task)
+        if task.uncancel() == 0:
+            raise ClientClosingError("request cancelled: the HTTP client shut down before it finished")
+
+    async def _close_clients(self) -> None:
         with self._guard:
             entries = list(self._clients.items())
             self._clients.clear()
@@ -252,16 +455,40 @@ class HTTPClient:
         Args:
             method: The HTTP method.
             url: An absolute URL.
-            **options: httpx's request keywords (params, json, headers, timeout, ...) and
-                `raise_for_status=False` to get error responses back instead of an exception.
+            **options: httpx's request keywords (params, json, headers, timeout, ...);
+                `raise_for_status=False` to get error responses back instead of an exception;
+                `retries=`, `deadline=` (seconds for all attempts and waits), `max_bytes=` (None: no cap),
+                `cache=False` to bypass the HTTP cache, `idempotency_key=` to let a POST/PATCH be
+                retried (sent as `Idempotency-Key`).
         """
         raise_for_status = options.pop("raise_for_status", True)
-        client = await self.get_client()
-        request, send_options = self._build_request(client, method, url, options)
-        response = await self._send(client, request, send_options, stream=False)
+        call = self._call(options)
+        task = self._admit()
+        try:
+            client = await self.get_client()
+            request, send_options = self._build_request(client, method, url, options)
+            if call.idempotency_key is not None:
+                request.headers["Idempotency-Key"] = call.idempotency_key
+            response = await self._send(client, request, send_options, stream=False, call=call)
+        except asyncio.CancelledError:
+            self._raise_if_drained(task)
+            raise
+        finally:
+            self._leave(task)
         if raise_for_status and (error := error_for_response(response)) is not None:
             raise error
         return response
+
+    def _call(self, options: RequestOptions) -> _Call:
+        """Take the resilience keywords out of `options`, with the settings as defaults."""
+        s = self.settings
+        return _Call(
+            retries=options.pop("retries", s.retries),
+            deadline=Deadline(options.pop("deadline", s.deadline)),
+            max_bytes=options.pop("max_bytes", s.max_response_bytes),
+            cache=options.pop("cache", s.cache),
+            idempotency_key=options.pop("idempotency_key", None),
+        )
 
     def _build_request(
         self,
@@ -281,12 +508,19 @@ class HTTPClient:
         send_options: dict[str, Any],
         *,
         stream: bool,
+        call: _Call | None = None,
     ) -> httpx.Response:
+        call = call or self._call({})
         stats = self.stats
         stats.started()
         started = time.perf_counter()
         try:
-            response = await self._transmit(client, request, send_options, stream=stream)
+            cache = self.resilience.cache
+            key = cache.key(request) if call.cache and not stream and cache.enabled else None
+            if key is not None:
+                response = await self._send_cached(client, request, send_options, call, key)
+            else:
+                response = await self._attempts(client, request, send_options, stream=stream, call=call)
         except httpx.HTTPError as exc:
             elapsed = time.perf_counter() - started
             stats.finished(elapsed, error=type(exc).__name__)
@@ -312,6 +546,150 @@ class HTTPClient:
             response.status_code,
             elapsed * 1000,
         )
+        return response
+
+    async def _send_cached(
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        send_options: dict[str, Any],
+        call: _Call,
+        key: str,
+    ) -> httpx.Response:
+        """Answer from the cache when fresh, revalidate when stale, store what may be stored."""
+        cache = self.resilience.cache
+        entry, fresh = cache.lookup(key, request)
+        if entry is not None and fresh:
+            cache.hits += 1
+            return cache.response(entry, request, "hit")
+        validators = cache.conditional_headers(entry) if entry is not None else {}
+        request.headers.update(validators)
+        response = await self._attempts(client, request, send_options, stream=False, call=call)
+        if entry is not None and validators and response.status_code == 304:
+            cache.revalidated += 1
+            cache.freshen(key, entry, response)
+            return cache.response(entry, request, "revalidated")
+        cache.misses += 1
+        cache.store(key, request, response)
+        return response
+
+    async def _attempts(
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        send_options: dict[str, Any],
+        *,
+        stream: bool,
+        call: _Call,
+    ) -> httpx.Response:
+        """Send up to 1 + `call.retries` attempts, spaced by backoff or by what the server asked."""
+        r = self.resilience
+        origin = _origin(request.url)
+        idempotent = request.method in IDEMPOTENT_METHODS or call.idempotency_key is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            probe = r.breakers.check(origin, request)  # raises CircuitOpenError while open
+            try:
+                response = await self._attempt(
+                    client, request, send_options, stream=stream, call=call, origin=origin, probe=probe
+                )
+            except httpx.HTTPError as exc:
+                wait = r.policy.backoff_for(attempt)
+                if (
+                    attempt > call.retries
+                    or not is_retryable_exception(exc, idempotent)
+                    or wait >= call.deadline.remaining()
+                ):
+                    raise
+                reason = type(exc).__name__
+            else:
+                if attempt > call.retries or not idempotent or not is_retryable_response(response):
+                    return response
+                asked = server_wait(response)
+                if asked is not None and asked > r.policy.max_wait:
+                    return response  # fail now, with its retry-after, rather than sleep in a command
+                wait = asked if asked is not None else r.policy.backoff_for(attempt)
+                if wait >= call.deadline.remaining():
+                    return response
+                await response.aclose()
+                reason = str(response.status_code)
+            self.stats.retries += 1
+            logger.warning(
+                "{} {} -> {}; retry {}/{} in {:.2f}s",
+                request.method,
+                redact_url(request.url),
+                reason,
+                attempt,
+                call.retries,
+                wait,
+            )
+            await asyncio.sleep(wait)
+
+    async def _attempt(
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        send_options: dict[str, Any],
+        *,
+        stream: bool,
+        call: _Call,
+        origin: str,
+        probe: bool,
+    ) -> httpx.Response:
+        """One attempt: wait for the host's turn, send, read the body under the cap; tell the breaker."""
+        r = self.resilience
+        verdict: Verdict = "neutral"
+        try:
+            release = await r.limiter.acquire(request, min(r.policy.max_wait, call.deadline.remaining()))
+            try:
+                response = await self._attempt_within_deadline(
+                    client, request, send_options, stream=stream, call=call
+                )
+            except BaseException:
+                release()
+                raise
+            if stream:
+                inner = response.stream
+                assert isinstance(inner, httpx.AsyncByteStream)  # an AsyncClient's responses are async
+                response.stream = _CappedStream(inner, request, call.max_bytes, release)
+            else:
+                release()
+            r.limiter.observe(response)
+            verdict = "failure" if response.status_code >= 500 else "success"
+            return response
+        except BaseException as exc:
+            if is_host_failure(exc) or isinstance(exc, DeadlineExceededError):
+                verdict = "failure"
+            raise
+        finally:
+            r.breakers.record(origin, verdict, probe)
+
+    async def _attempt_within_deadline(
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        send_options: dict[str, Any],
+        *,
+        stream: bool,
+        call: _Call,
+    ) -> httpx.Response:
+        remaining = call.deadline.remaining()
+        cap = call.max_bytes
+        try:
+            async with asyncio.timeout(remaining):
+                response = await self._transmit(client, request, send_options, stream=True)
+                declared = response.headers.get("content-length", "")
+                if cap is not None and declared.isdigit() and int(declared) > cap:
+                    await response.aclose()
+                    raise _too_large(request, cap)
+                if not stream:
+                    await _read_capped(response, cap)
+        except TimeoutError:
+            where = f"{request.method} {redact_url(request.url)}"
+            raise DeadlineExceededError(
+                f"{where} ran past its {call.deadline.seconds:g}s deadline", request=request
+            ) from None
         return response
 
     async def _transmit(
@@ -364,17 +742,32 @@ class HTTPClient:
     async def stream(
         self, method: str, url: httpx.URL | str, **options: Unpack[RequestOptions]
     ) -> AsyncIterator[httpx.Response]:
-        """Send a request and yield the response before its body is read, for large downloads."""
+        """Send a request and yield the response before its body is read, for large downloads.
+
+        Takes the same keywords as `request()`; `max_bytes=` (default `HTTP_MAX_RESPONSE_BYTES`,
+        None for no cap) makes iterating the body raise `ResponseTooLargeError` once passed.
+        Retries happen only before the response is yielded.
+        """
         raise_for_status = options.pop("raise_for_status", True)
-        client = await self.get_client()
-        request, send_options = self._build_request(client, method, url, options)
-        response = await self._send(client, request, send_options, stream=True)
+        call = self._call(options)
+        task = self._admit()
         try:
-            if raise_for_status and (error := error_for_response(response)) is not None:
-                raise error
-            yield response
+            client = await self.get_client()
+            request, send_options = self._build_request(client, method, url, options)
+            if call.idempotency_key is not None:
+                request.headers["Idempotency-Key"] = call.idempotency_key
+            response = await self._send(client, request, send_options, stream=True, call=call)
+            try:
+                if raise_for_status and (error := error_for_response(response)) is not None:
+                    raise error
+                yield response
+            finally:
+                await response.aclose()
+        except asyncio.CancelledError:
+            self._raise_if_drained(task)
+            raise
         finally:
-            await response.aclose()
+            self._leave(task)
 
     @asynccontextmanager
     async def isolated(self, **client_options: Any) -> AsyncIterator[httpx.AsyncClient]:
@@ -422,6 +815,10 @@ class HTTPClient:
             by_status_class=dict(stats.by_status_class),
             errors=dict(stats.errors),
             latency=stats.latency(),
+            retries=stats.retries,
+            rate_limited=self.resilience.limiter.waits,
+            breakers=dict(self.resilience.breakers.states()),
+            cache=self.resilience.cache.stats(),
         )
 
 

@@ -65,6 +65,17 @@ class LatencyStats:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheStats:
+    """The HTTP cache: lookups answered from memory, sent upstream, or confirmed by a 304."""
+
+    hits: int = 0
+    misses: int = 0
+    revalidated: int = 0
+    entries: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PoolStats:
     """A snapshot of the shared client: live pool figures, configured limits and request counters."""
 
@@ -88,6 +99,10 @@ class PoolStats:
     errors: dict[str, int]
     latency: LatencyStats
     taken_at: float = field(default_factory=time.time)
+    retries: int = 0
+    rate_limited: int = 0
+    breakers: dict[str, str] = field(default_factory=dict)
+    cache: CacheStats = field(default_factory=CacheStats)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain, JSON-friendly form of the snapshot."""
@@ -176,6 +191,8 @@ class RequestStats:
         self.in_flight = 0
         self.by_status_class: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.retries = 0
+        self.rate_limited = 0
         self._latencies: deque[float] = deque(maxlen=window)
 
     def started(self) -> None:

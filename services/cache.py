@@ -1,0 +1,215 @@
+"""A small in-memory HTTP cache for GET: the subset of RFC 9111 a bot calling public APIs needs.
+
+Freshness from `Cache-Control: max-age` or `Expires` (no heuristic freshness), revalidation with
+`ETag`/`Last-Modified`, `Vary`, `no-store`/`no-cache` on either side, LRU-bounded in entries and bytes.
+It is a private cache (one bot), but requests with credentials are keyed by them, so one token's
+answers never serve another's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from services.stats import CacheStats
+
+CACHEABLE_STATUSES = frozenset({200, 203, 300, 301, 404, 410})
+# Headers that describe the bytes on the wire, not the decoded body we keep.
+_WIRE_HEADERS = frozenset(
+    {"content-encoding", "content-length", "transfer-encoding", "connection", "keep-alive"}
+)
+_CONDITIONAL = ("if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range")
+
+
+def parse_cache_control(value: str | None) -> dict[str, str | None]:
+    """`max-age=60, no-cache` -> {'max-age': '60', 'no-cache': None}."""
+    directives: dict[str, str | None] = {}
+    for part in (value or "").split(","):
+        name, sep, arg = part.strip().partition("=")
+        if name:
+            directives[name.lower()] = arg.strip().strip('"') if sep else None
+    return directives
+
+
+def _seconds(value: str | None) -> int | None:
+    if value is None or not value.isdigit():
+        return None
+    return int(value)
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def freshness_lifetime(headers: httpx.Headers, directives: dict[str, str | None]) -> float:
+    """RFC 9111 §4.2.1 for a private cache: max-age, else Expires minus Date; 0 when unknown."""
+    max_age = _seconds(directives.get("max-age"))
+    if max_age is not None:
+        return float(max_age)
+    expires = _http_date(headers.get("expires"))
+    if expires is None:
+        return 0.0 if "expires" not in headers else -1.0  # an invalid Expires means already expired
+    date = _http_date(headers.get("date")) or time.time()
+    return expires - date
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    """A stored response: decoded body, headers without wire framing, and when it goes stale."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    fresh_until: float
+    vary: tuple[tuple[str, str | None], ...]
+    size: int
+
+    @property
+    def etag(self) -> str | None:
+        """The validator for If-None-Match."""
+        return next((v for k, v in self.headers if k == "etag"), None)
+
+    @property
+    def last_modified(self) -> str | None:
+        """The validator for If-Modified-Since."""
+        return next((v for k, v in self.headers if k == "last-modified"), None)
+
+
+class ResponseCache:
+    """GET responses kept in memory, LRU-evicted past `max_entries` or `max_bytes`."""
+
+    def __init__(self, max_entries: int, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.revalidated = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything can be stored at all."""
+        return self.max_entries > 0 and self.max_bytes > 0
+
+    def key(self, request: httpx.Request) -> str | None:
+        """The key `request` is stored under, or None when the cache must stay out of its way."""
+        if request.method != "GET":
+            return None
+        headers = request.headers
+        if any(name in headers for name in _CONDITIONAL) or "range" in headers:
+            return None  # the caller is doing its own validation or partial fetch
+        if "no-store" in parse_cache_control(headers.get("cache-control")):
+            return None
+        key = str(request.url)
+        credentials = headers.get("authorization") or headers.get("cookie")
+        if credentials:
+            key += "#" + hashlib.sha256(credentials.encode()).hexdigest()
+        return key
+
+    def lookup(self, key: str, request: httpx.Request) -> tuple[CacheEntry | None, bool]:
+        """The stored entry for `key` matching the request's Vary headers, and whether it is fresh."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None, False
+            if any(request.headers.get(name) != value for name, value in entry.vary):
+                return None, False
+            self._entries.move_to_end(key)
+        request_cc = parse_cache_control(request.headers.get("cache-control"))
+        forced = "no-cache" in request_cc or request_cc.get("max-age") == "0"
+        return entry, not forced and self._clock() < entry.fresh_until
+
+    def conditional_headers(self, entry: CacheEntry) -> dict[str, str]:
+        """Validators to revalidate `entry` with; empty when it has none."""
+        headers = {}
+        if entry.etag is not None:
+            headers["If-None-Match"] = entry.etag
+        if entry.last_modified is not None:
+            headers["If-Modified-Since"] = entry.last_modified
+        return headers
+
+    def store(self, key: str, request: httpx.Request, response: httpx.Response) -> None:
+        """Keep `response` (already read) if RFC 9111 allows and it fits."""
+        if response.status_code not in CACHEABLE_STATUSES:
+            return
+        directives = parse_cache_control(response.headers.get("cache-control"))
+        vary_names = [v.strip().lower() for v in response.headers.get("vary", "").split(",") if v.strip()]
+        if "no-store" in directives or "*" in vary_names:
+            return
+        lifetime = 0.0 if "no-cache" in directives else freshness_lifetime(response.headers, directives)
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _WIRE_HEADERS]
+        entry = CacheEntry(
+            status=response.status_code,
+            headers=[(k.lower(), v) for k, v in headers],
+            body=response.content,
+            fresh_until=self._clock() + lifetime - (_seconds(response.headers.get("age")) or 0),
+            vary=tuple((name, request.headers.get(name)) for name in vary_names),
+            size=len(response.content) + sum(len(k) + len(v) for k, v in headers),
+        )
+        if entry.fresh_until <= self._clock() and entry.etag is None and entry.last_modified is None:
+            return  # stale at once and impossible to revalidate: useless
+        self._put(key, entry)
+
+    def _put(self, key: str, entry: CacheEntry) -> None:
+        if entry.size > self.max_bytes:
+            self.discard(key)
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.size
+            self._entries[key] = entry
+            self._bytes += entry.size
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= evicted.size
+
+    def discard(self, key: str) -> None:
+        """Forget `key`."""
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.size
+
+    def freshen(self, key: str, entry: CacheEntry, not_modified: httpx.Response) -> None:
+        """Update a stored entry from a 304 (RFC 9111 §4.3.4) and restart its freshness."""
+        updates = {k.lower(): v for k, v in not_modified.headers.items() if k.lower() not in _WIRE_HEADERS}
+        headers = [(k, v) for k, v in entry.headers if k not in updates] + list(updates.items())
+        merged = httpx.Headers(headers)
+        directives = parse_cache_control(merged.get("cache-control"))
+        lifetime = 0.0 if "no-cache" in directives else freshness_lifetime(merged, directives)
+        entry.headers = headers
+        entry.fresh_until = self._clock() + lifetime - (_seconds(merged.get("age")) or 0)
+        self._put(key, entry)
+
+    def response(self, entry: CacheEntry, request: httpx.Request, how: str) -> httpx.Response:
+        """A fresh `httpx.Response` built from `entry`; `extensions['cache']` says `hit` or `revalidated`."""
+        response = httpx.Response(
+            entry.status,
+            headers=entry.headers,
+            content=entry.body,
+            request=request,
+            extensions={"cache": how},
+        )
+        response.elapsed = datetime.timedelta(0)
+        return response
+
+    def stats(self) -> CacheStats:
+        """Counters and size of the store."""
+        return CacheStats(self.hits, self.misses, self.revalidated, len(self._entries), self._bytes)
