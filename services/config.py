@@ -21,6 +21,9 @@ except metadata.PackageNotFoundError:  # running from a bare checkout
     VERSION = "0.0.0+unknown"
 
 DEFAULT_CONTACT_URL = "https://github.com/courier-bot/courier"
+# auto: Courier's HTTP/1.1 transport, with https:// on httpcore when HTTP/2 is on; fast: ours for
+# everything; httpcore: the stock httpx transport for everything.
+TRANSPORTS = ("auto", "fast", "httpcore")
 
 
 class SettingsError(ValueError):
@@ -45,6 +48,14 @@ def env_str(env: Mapping[str, str], key: str, default: str) -> str:
     """Read a string setting."""
     value = _read(env, key)
     return default if value is None else value
+
+
+def env_choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
+    """Read a setting that must be one of `choices` (case-insensitive)."""
+    value = env_str(env, key, default).lower()
+    if value not in choices:
+        raise SettingsError(key, value, "one of " + ", ".join(choices))
+    return value
 
 
 def env_optional_str(env: Mapping[str, str], key: str) -> str | None:
@@ -204,6 +215,8 @@ class HTTPSettings:
     cache_max_entries: int = 512
     cache_max_bytes: int = 32 * 1024 * 1024
     drain_timeout: float = 10.0
+    transport: str = "auto"
+    max_connections_per_host: int = 0
 
     def __post_init__(self) -> None:
         if self.max_keepalive_connections > self.max_connections:
@@ -271,4 +284,8 @@ class HTTPSettings:
             cache_max_entries=env_int(env, "HTTP_CACHE_MAX_ENTRIES", d.cache_max_entries, minimum=0),
             cache_max_bytes=env_int(env, "HTTP_CACHE_MAX_BYTES", d.cache_max_bytes, minimum=0),
             drain_timeout=env_float(env, "HTTP_DRAIN_TIMEOUT", d.drain_timeout, minimum=0, maximum=600),
+            transport=env_choice(env, "HTTP_TRANSPORT", d.transport, TRANSPORTS),
+            max_connections_per_host=env_int(
+                env, "HTTP_MAX_CONNECTIONS_PER_HOST", d.max_connections_per_host, minimum=0
+            ),
         )

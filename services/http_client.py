@@ -47,6 +47,13 @@ from services.stats import (
     summarize_origins,
     transport_name,
 )
+from services.transport import (
+    build_request_fast,
+    fast_transport_for,
+    send_fast,
+    transport_mode,
+    transport_options,
+)
 
 if TYPE_CHECKING:
     from httpx._client import UseClientDefault
@@ -287,10 +294,12 @@ class HTTPClient:
         }
 
     def _build_client(self) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(**self.client_options())
         s = self.settings
+        # With transport= httpx ignores limits/http2/verify for it; they still shape proxy mounts.
+        client = httpx.AsyncClient(**self.client_options(), **transport_options(s, self.ssl_context))
         logger.info(
-            "HTTP client ready: http2={} max_connections={} keepalive={} timeouts={}/{}s",
+            "HTTP client ready: transport={} http2={} max_connections={} keepalive={} timeouts={}/{}s",
+            transport_mode(s),
             s.http2,
             s.max_connections,
             s.max_keepalive_connections,
@@ -499,7 +508,10 @@ class HTTPClient:
     ) -> tuple[httpx.Request, dict[str, Any]]:
         build: dict[str, Any] = dict(options)
         send = {key: build.pop(key) for key in _SEND_OPTIONS if key in build}
-        return client.build_request(method, url, **build), send
+        request = build_request_fast(client, method, url, build)
+        if request is None:
+            request = client.build_request(method, url, **build)
+        return request, send
 
     async def _send(
         self,
@@ -589,6 +601,8 @@ class HTTPClient:
         attempt = 0
         while True:
             attempt += 1
+            if client.is_closed:  # closed under us between attempts (close() from another loop)
+                raise ClientClosingError("the HTTP client was closed before the request could be sent")
             probe = r.breakers.check(origin, request)  # raises CircuitOpenError while open
             try:
                 response = await self._attempt(
@@ -701,7 +715,10 @@ class HTTPClient:
         stream: bool,
     ) -> httpx.Response:
         """Hand one attempt to the client; the only place a request leaves the service."""
-        return await client.send(request, stream=stream, **send_options)
+        transport = fast_transport_for(client, request, send_options)
+        if transport is None:
+            return await client.send(request, stream=stream, **send_options)
+        return await send_fast(client, transport, request, send_options, stream=stream)
 
     async def get(self, url: httpx.URL | str, **options: Unpack[RequestOptions]) -> httpx.Response:
         """Send a GET."""

@@ -147,3 +147,15 @@ def test_http_settings_resilience_error_names_key_and_value(key, value, expected
         HTTPSettings.from_env({key: value})
     assert str(caught.value).startswith(f"{key}={value!r}")
     assert expected in str(caught.value)
+
+
+def test_http_settings_transport_choice_and_per_host_cap():
+    assert HTTPSettings().transport == "auto"
+    assert HTTPSettings().max_connections_per_host == 0
+    settings = HTTPSettings.from_env({"HTTP_TRANSPORT": " HTTPCore ", "HTTP_MAX_CONNECTIONS_PER_HOST": "8"})
+    assert settings.transport == "httpcore"
+    assert settings.max_connections_per_host == 8
+    with pytest.raises(
+        SettingsError, match="HTTP_TRANSPORT='h3' is invalid: expected one of auto, fast, httpcore"
+    ):
+        HTTPSettings.from_env({"HTTP_TRANSPORT": "h3"})

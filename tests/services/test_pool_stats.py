@@ -33,8 +33,9 @@ async def test_pool_stats_before_first_use_report_nothing_open():
     assert stats.as_dict()["latency"]["samples"] == 0
 
 
-async def test_pool_stats_show_active_and_queued_work_then_idle(local_server):
-    http_client.configure(HTTPSettings(max_connections=2, max_keepalive_connections=2))
+@pytest.mark.parametrize("transport", ["auto", "httpcore"])
+async def test_pool_stats_show_active_and_queued_work_then_idle(local_server, transport):
+    http_client.configure(HTTPSettings(max_connections=2, max_keepalive_connections=2, transport=transport))
     release = asyncio.Event()
     inside = 0
 
@@ -80,6 +81,8 @@ async def test_pool_stats_show_active_and_queued_work_then_idle(local_server):
 
 
 async def test_pool_stats_snapshot_reads_unavailable_instead_of_crashing(local_server, monkeypatch):
+    http_client.configure(HTTPSettings(transport="httpcore"))
+
     async def ok(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -87,6 +90,25 @@ async def test_pool_stats_snapshot_reads_unavailable_instead_of_crashing(local_s
     await http_client.get(f"{base}/")
     client = await http_client.get_client()
     monkeypatch.setattr(client._transport._pool, "_connections", None)
+    stats = http_client.get_pool_stats()
+    assert not stats.available
+    assert stats.connections == 0
+    assert stats.requests_total == 1
+
+
+async def test_pool_stats_snapshot_reads_unavailable_when_fast_transport_fails(local_server, monkeypatch):
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    base = await local_server({"/": ok})
+    await http_client.get(f"{base}/")
+    client = await http_client.get_client()
+    assert http_client.get_pool_stats().idle == 1
+
+    def broken() -> None:
+        raise AttributeError("moved")
+
+    monkeypatch.setattr(client._transport, "pool_state", broken)
     stats = http_client.get_pool_stats()
     assert not stats.available
     assert stats.connections == 0
