@@ -1,0 +1,93 @@
+"""The response cache's rules and bounds, without a network."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from services.cache import ResponseCache, freshness_lifetime, parse_cache_control
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fetched(url: str, body: bytes, **headers: str) -> tuple[httpx.Request, httpx.Response]:
+    request = httpx.Request("GET", url)
+    named = {name.replace("_", "-"): value for name, value in headers.items()}
+    return request, httpx.Response(200, headers=named, content=body, request=request)
+
+
+def test_cache_evicts_least_recently_used_past_max_entries():
+    cache = ResponseCache(max_entries=2, max_bytes=10_000)
+    for name in ("a", "b", "c"):
+        request, response = fetched(f"https://x.test/{name}", b"1", cache_control="max-age=60")
+        cache.store(cache.key(request) or "", request, response)
+    assert cache.stats().entries == 2
+    assert cache.lookup("https://x.test/a", httpx.Request("GET", "https://x.test/a")) == (None, False)
+
+
+def test_cache_stays_within_max_bytes():
+    cache = ResponseCache(max_entries=100, max_bytes=5_000)
+    for i in range(10):
+        request, response = fetched(f"https://x.test/{i}", b"z" * 1_000, cache_control="max-age=60")
+        cache.store(cache.key(request) or "", request, response)
+    assert cache.stats().bytes <= 5_000
+    too_big_request, too_big = fetched("https://x.test/big", b"z" * 6_000, cache_control="max-age=60")
+    cache.store("https://x.test/big", too_big_request, too_big)
+    assert cache.lookup("https://x.test/big", too_big_request)[0] is None
+
+
+def test_cache_entry_goes_stale_after_max_age_minus_age():
+    clock = Clock()
+    cache = ResponseCache(10, 10_000, clock=clock)
+    request, response = fetched("https://x.test/", b"1", cache_control="max-age=60", age="50")
+    cache.store("k", request, response)
+    assert cache.lookup("k", request)[1] is True
+    clock.now += 11
+    assert cache.lookup("k", request)[1] is False
+
+
+def test_cache_varies_on_listed_request_headers():
+    cache = ResponseCache(10, 10_000)
+    request = httpx.Request("GET", "https://x.test/", headers={"Accept": "a"})
+    response = httpx.Response(200, headers={"Cache-Control": "max-age=60", "Vary": "Accept"}, request=request)
+    cache.store("k", request, response)
+    assert cache.lookup("k", request)[0] is not None
+    assert cache.lookup("k", httpx.Request("GET", "https://x.test/", headers={"Accept": "b"}))[0] is None
+
+
+@pytest.mark.parametrize(
+    "request_headers",
+    [{"If-None-Match": '"x"'}, {"Range": "bytes=0-1"}, {"Cache-Control": "no-store"}],
+)
+def test_cache_stays_out_of_conditional_and_no_store_requests(request_headers):
+    assert (
+        ResponseCache(10, 10_000).key(httpx.Request("GET", "https://x.test/", headers=request_headers))
+        is None
+    )
+    assert ResponseCache(10, 10_000).key(httpx.Request("POST", "https://x.test/")) is None
+
+
+def test_cache_does_not_store_what_it_cannot_revalidate():
+    cache = ResponseCache(10, 10_000)
+    request, response = fetched("https://x.test/", b"1")
+    cache.store("k", request, response)
+    assert cache.stats().entries == 0
+
+
+def test_freshness_from_expires_minus_date():
+    headers = httpx.Headers(
+        {"Date": "Wed, 21 Oct 2015 07:28:00 GMT", "Expires": "Wed, 21 Oct 2015 07:29:00 GMT"}
+    )
+    assert freshness_lifetime(headers, {}) == 60
+    assert freshness_lifetime(httpx.Headers({"Expires": "0"}), {}) < 0
+    assert parse_cache_control('max-age=5, No-Cache, private="x"') == {
+        "max-age": "5",
+        "no-cache": None,
+        "private": "x",
+    }
