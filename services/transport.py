@@ -31,9 +31,10 @@ Key = tuple[bytes, bytes, int]
 class _StaleConnectionError(Exception):
     """A kept-alive connection died before answering; the request may go again on a new one."""
 
-    def __init__(self, error: httpx.TransportError) -> None:
+    def __init__(self, error: httpx.TransportError, *, sent: bool) -> None:
         super().__init__(str(error))
         self.error = error
+        self.sent = sent
 
 
 class _Connection(asyncio.Protocol):
@@ -71,6 +72,7 @@ class _Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.buffered = 0
         self._header_bytes = 0
+        self._unparsed_head = 0
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -98,13 +100,12 @@ class _Connection(asyncio.Protocol):
             # llhttp can't be told a response answers HEAD; a fresh parser ignores its framing.
             self.parser = httptools.HttpResponseParser(self)
         if not self.headers_done:
-            self._header_bytes += len(data)
-            if self._header_bytes > self.max_header_bytes:
-                self._fail(
-                    httpx.RemoteProtocolError(f"response header block exceeds {self.max_header_bytes} bytes")
-                )
-                return
-        elif self.buffered > READ_HIGH_WATER and not self._read_paused and self.transport is not None:
+            self._unparsed_head += len(data)
+        if max(self._header_bytes, self._unparsed_head) > self.max_header_bytes and self.error is None:
+            limit = self.max_header_bytes
+            self._fail(httpx.RemoteProtocolError(f"response header block exceeds {limit} bytes"))
+            return
+        if self.buffered > READ_HIGH_WATER and not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
         self._wake()
@@ -121,7 +122,7 @@ class _Connection(asyncio.Protocol):
             return
         if self.headers_done and not self.complete and not self.framed and exc is None:
             self.complete = True  # a body delimited by the connection closing (RFC 9112 §6.3)
-        elif not self.complete:
+        elif not self.complete and self.error is None:
             if exc is not None:
                 error: httpx.TransportError = httpx.ReadError(f"connection lost: {exc!r}")
             elif self.headers_done:
@@ -148,6 +149,7 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        self._header_bytes += len(name) + len(value) + 4
         if len(name) in (14, 17):
             lowered = name.lower()
             if lowered in (b"content-length", b"transfer-encoding"):
@@ -654,7 +656,7 @@ class FastTransport(httpx.AsyncBaseTransport):
                 return conn, timeouts
             except _StaleConnectionError as stale:
                 self._release(conn, reuse=False)
-                safe = replayable and (request.method in IDEMPOTENT_METHODS or not conn.received)
+                safe = replayable and (request.method in IDEMPOTENT_METHODS or not stale.sent)
                 if not (reused and safe and not fresh):
                     stale.error.request = request
                     raise stale.error from None
@@ -678,7 +680,8 @@ class FastTransport(httpx.AsyncBaseTransport):
         """Write the request and wait for the response head; raise `_StaleConnectionError` if it died."""
         transport = conn.transport
         if conn.closed or transport is None or transport.is_closing():
-            raise _StaleConnectionError(httpx.RemoteProtocolError("connection closed before the request"))
+            error = httpx.RemoteProtocolError("connection closed before the request")
+            raise _StaleConnectionError(error, sent=False)
         conn.requests += 1
         conn._begin_exchange(request.method == "HEAD")
         write_timeout = timeouts.get("write")
@@ -700,7 +703,7 @@ class FastTransport(httpx.AsyncBaseTransport):
         while not conn.headers_done:
             if conn.error is not None:
                 if conn.requests > 1 and not conn.received:
-                    raise _StaleConnectionError(conn.error)
+                    raise _StaleConnectionError(conn.error, sent=True)
                 raise conn.error
             await self._read(conn, read_timeout)
 

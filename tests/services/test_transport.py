@@ -1,0 +1,463 @@
+"""Courier's HTTP/1.1 transport against raw asyncio servers on 127.0.0.1 that send exactly what we need."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+import respx
+import trustme
+
+from services.http_client import http_client
+from services.transport import FastTransport
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawServer:
+    """A TCP server running `handler` per connection; counts accepted connections."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.accepted = 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.requests: list[bytes] = []
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.writers.append(writer)
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await asyncio.sleep(0.01)
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """Read one request head (and its Content-Length body)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            await reader.readexactly(int(line.split(b":")[1]))
+    return head
+
+
+def answer(*responses: bytes, close_after: bool = False) -> Handler:
+    """A handler sending the given raw responses, one per request, in order."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for raw in responses:
+            await read_request(reader)
+            writer.write(raw)
+            await writer.drain()
+        if close_after:
+            return
+        await reader.read()  # until the client hangs up
+
+    return handle
+
+
+def ok(body: bytes = b"hello", extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%b\r\n%b" % (len(body), extra, body)
+
+
+ServerFactory = Callable[..., Awaitable[tuple[str, RawServer]]]
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[ServerFactory]:
+    servers: list[RawServer] = []
+
+    async def start(handler: Handler, *, tls: ssl.SSLContext | None = None) -> tuple[str, RawServer]:
+        server = RawServer(handler)
+        server.server = await asyncio.start_server(server._on_client, "127.0.0.1", 0, ssl=tls)
+        servers.append(server)
+        port = server.server.sockets[0].getsockname()[1]
+        return f"{'https' if tls else 'http'}://127.0.0.1:{port}", server
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=FastTransport(), timeout=5) as c:
+        yield c
+
+
+def pool(c: httpx.AsyncClient) -> FastTransport:
+    transport = c._transport
+    assert isinstance(transport, FastTransport)
+    return transport
+
+
+def states(c: httpx.AsyncClient) -> list[str]:
+    return sorted(conn.state for conn in pool(c).pool_state().connections)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.005)
+
+
+async def test_transport_reads_content_length_body_and_reuses_connection(raw_server, client):
+    url, server = await raw_server(answer(*(ok(b"n%d" % i) for i in range(5))))
+    texts = [(await client.get(url)).text for _ in range(5)]
+    assert texts == ["n0", "n1", "n2", "n3", "n4"]
+    assert server.accepted == 1
+    assert states(client) == ["idle"]
+
+
+async def test_transport_reads_chunked_body(raw_server, client):
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    url, server = await raw_server(answer(chunked, ok(b"again")))
+    response = await client.get(url)
+    assert response.text == "hello world"
+    assert (await client.get(url)).text == "again"
+    assert server.accepted == 1
+
+
+async def test_transport_reads_close_delimited_body_and_drops_connection(raw_server, client):
+    url, _ = await raw_server(answer(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", close_after=True))
+    response = await client.get(url)
+    assert response.text == "until the end"
+    await wait_until(lambda: states(client) == [])
+
+
+async def test_transport_head_204_304_carry_no_body_and_keep_connection(raw_server, client):
+    url, server = await raw_server(
+        answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n',
+            ok(b"after"),
+        )
+    )
+    head = await client.head(url)
+    assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", "1234")
+    assert (await client.get(url)).status_code == 204
+    not_modified = await client.get(url)
+    assert (not_modified.status_code, not_modified.content) == (304, b"")
+    assert (await client.get(url)).text == "after"
+    assert server.accepted == 1
+
+
+async def test_transport_skips_informational_responses(raw_server, client):
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+    url, _ = await raw_server(answer(early + ok(b"final", b"X-Final: 1\r\n")))
+    response = await client.get(url)
+    assert (response.status_code, response.text) == (200, "final")
+    assert "link" not in response.headers
+    assert response.headers["x-final"] == "1"
+
+
+async def test_transport_notices_server_closing_idle_connection(raw_server, client):
+    url, server = await raw_server(answer(ok(b"one"), close_after=True))
+    assert (await client.get(url)).text == "one"
+    await wait_until(lambda: states(client) == [])
+    server.handler = answer(ok(b"two"))
+    assert (await client.get(url)).text == "two"
+    assert server.accepted == 2
+
+
+async def test_transport_retries_idempotent_request_once_on_stale_connection(raw_server, client):
+    async def first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ok(b"first"))
+        await read_request(reader)  # the next request arrives; hang up without answering
+
+    url, server = await raw_server(first)
+    assert (await client.get(url)).text == "first"
+    server.handler = answer(ok(b"fresh"))
+    assert (await client.get(url)).text == "fresh"
+    assert server.accepted == 2
+
+
+async def test_transport_does_not_retry_post_on_stale_connection(raw_server, client):
+    async def first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ok(b"first"))
+        await read_request(reader)
+
+    url, server = await raw_server(first)
+    assert (await client.get(url)).text == "first"
+    with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+        await client.post(url, content=b"order pizza")
+    assert server.accepted == 1
+    assert states(client) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        (b"HTTX/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", "malformed HTTP response"),
+        (b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", "malformed HTTP response"),
+        (b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", "malformed HTTP response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "without sending complete message body"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n", "header block exceeds"),
+    ],
+)
+async def test_transport_bad_response_raises_clear_error(raw_server, client, raw, match):
+    url, _ = await raw_server(answer(raw, close_after=True))
+    with pytest.raises(httpx.RemoteProtocolError, match=match):
+        await client.get(url)
+    assert states(client) == []
+
+
+async def test_transport_endless_header_block_fails_instead_of_hanging(raw_server, client):
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Long: ")
+        for _ in range(100):  # 6.4 MB at most: far past the cap
+            writer.write(b"a" * 65536)
+            await writer.drain()
+
+    url, _ = await raw_server(endless)
+    with pytest.raises(httpx.RemoteProtocolError, match="header block exceeds"):
+        await client.get(url)
+
+
+async def test_transport_speaks_tls_with_local_certificate(raw_server):
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    url, server = await raw_server(answer(ok(b"secret"), ok(b"again")), tls=server_context)
+    async with httpx.AsyncClient(transport=FastTransport(ssl_context=client_context)) as c:
+        assert (await c.get(url)).text == "secret"
+        assert (await c.get(url)).text == "again"
+        assert server.accepted == 1
+    async with httpx.AsyncClient(transport=FastTransport(ssl_context=ssl.create_default_context())) as c:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await c.get(url)
+
+
+async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    await reader.read()
+
+
+async def test_transport_read_timeout(raw_server, client):
+    url, _ = await raw_server(hold)
+    with pytest.raises(httpx.ReadTimeout):
+        await client.get(url, timeout=httpx.Timeout(5, read=0.1))
+    assert states(client) == []
+
+
+async def test_transport_read_timeout_during_body(raw_server, client):
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+        await reader.read()
+
+    url, _ = await raw_server(stall)
+    with pytest.raises(httpx.ReadTimeout):
+        await client.get(url, timeout=httpx.Timeout(5, read=0.1))
+    assert states(client) == []
+
+
+async def test_transport_write_timeout(raw_server, client):
+    async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(256):  # 256 MB at most; the kernel's buffers fill long before
+            yield b"x" * (1 << 20)
+
+    url, _ = await raw_server(never_reads)
+    with pytest.raises(httpx.WriteTimeout):
+        await client.post(url, content=body(), timeout=httpx.Timeout(5, write=0.2))
+    assert states(client) == []
+
+
+async def test_transport_connect_timeout(monkeypatch, client):
+    loop = asyncio.get_running_loop()
+
+    async def never_connects(*args, **kwargs):
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(loop, "create_connection", never_connects)
+    with pytest.raises(httpx.ConnectTimeout):
+        await client.get("http://127.0.0.1:9/", timeout=httpx.Timeout(5, connect=0.05))
+    assert states(client) == []
+    assert pool(client)._total == 0
+
+
+async def test_transport_connect_error(client, unused_tcp_port):
+    with pytest.raises(httpx.ConnectError):
+        await client.get(f"http://127.0.0.1:{unused_tcp_port}/")
+    assert pool(client)._total == 0
+
+
+async def test_transport_pool_timeout_and_queue_in_stats(raw_server):
+    url, _ = await raw_server(hold)
+    async with httpx.AsyncClient(transport=FastTransport(max_connections=1), timeout=5) as c:
+        held = asyncio.create_task(c.get(url))
+        await wait_until(lambda: states(c) == ["active"])
+        queued = asyncio.create_task(c.get(url, timeout=httpx.Timeout(5, pool=0.2)))
+        await wait_until(lambda: sum(pool(c).pool_state().queued.values()) == 1)
+        with pytest.raises(httpx.PoolTimeout):
+            await queued
+        assert pool(c).pool_state().queued == {}
+        held.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await held
+
+
+async def test_transport_per_host_cap_queues_requests(raw_server):
+    release = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            await release.wait()
+            writer.write(ok(b"done"))
+            await writer.drain()
+
+    url, server = await raw_server(slow)
+    async with httpx.AsyncClient(transport=FastTransport(max_connections_per_host=2), timeout=5) as c:
+        tasks = [asyncio.create_task(c.get(url)) for _ in range(5)]
+        await wait_until(lambda: sum(pool(c).pool_state().queued.values()) == 3)
+        assert states(c) == ["active", "active"]
+        release.set()
+        assert {r.text for r in await asyncio.gather(*tasks)} == {"done"}
+        assert server.accepted == 2
+        assert states(c) == ["idle", "idle"]
+
+
+async def test_transport_cancellation_leaves_pool_consistent(raw_server, client):
+    url, server = await raw_server(hold)
+    task = asyncio.create_task(client.get(url))
+    await wait_until(lambda: states(client) == ["active"])
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert states(client) == []
+    assert pool(client)._total == 0
+    server.handler = answer(ok(b"after"))
+    assert (await client.get(url)).text == "after"
+    assert states(client) == ["idle"]
+
+
+async def test_transport_streamed_body_returns_connection_when_read(raw_server, client):
+    big = b"x" * 300_000
+    url, server = await raw_server(answer(ok(big), ok(big), ok(b"last")))
+    async with client.stream("GET", url) as response:
+        assert states(client) == ["active"]
+        received = b"".join([chunk async for chunk in response.aiter_raw()])
+    assert received == big
+    assert states(client) == ["idle"]
+    async with client.stream("GET", url) as response:
+        async for _ in response.aiter_raw():
+            break  # a partial read: the rest of the body is still on the wire
+    assert states(client) == []
+    assert (await client.get(url)).status_code == 200
+    assert server.accepted == 2
+
+
+async def test_transport_sends_request_body_and_headers(raw_server, client):
+    seen: list[bytes] = []
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if b"chunked" in head.lower():
+                body = b""
+                while (size := int(await reader.readuntil(b"\r\n"), 16)) > 0:
+                    body += await reader.readexactly(size + 2)
+                await reader.readexactly(2)
+                body = body.replace(b"\r\n", b"")
+            else:
+                length = next(
+                    int(h.split(b":")[1])
+                    for h in head.split(b"\r\n")
+                    if h.lower().startswith(b"content-length")
+                )
+                body = await reader.readexactly(length)
+            seen.append(head)
+            writer.write(ok(body))
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"ab"
+        yield b"cd"
+
+    url, server = await raw_server(echo)
+    assert (await client.post(f"{url}/p?q=1", json={"a": 1}, headers={"X-Test": "yes"})).text == '{"a":1}'
+    assert (await client.post(url, content=parts())).text == "abcd"
+    assert seen[0].startswith(b"POST /p?q=1 HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"X-Test: yes" in seen[0]
+    assert b"Transfer-Encoding: chunked" in seen[1]
+    assert server.accepted == 1
+
+
+async def test_transport_aclose_closes_everything(raw_server):
+    url, server = await raw_server(answer(ok(), ok()))
+    transport = FastTransport()
+    c = httpx.AsyncClient(transport=transport)
+    await c.get(url)
+    assert [s.state for s in transport.pool_state().connections] == ["idle"]
+    await c.aclose()
+    assert transport.pool_state().connections == ()
+    await wait_until(lambda: all(w.is_closing() or w.transport.is_closing() for w in server.writers))
+
+
+# --- the service's fast path (http_client over the default transport) ---
+
+
+@pytest.fixture
+def no_client_send(monkeypatch):
+    """Fail any request that goes through httpx.AsyncClient.send instead of the fast path."""
+
+    async def refuse(*args, **kwargs):
+        raise AssertionError("took the slow path")
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", refuse)
+
+
+async def test_service_fast_path_follows_redirects_with_history(raw_server, no_client_send):
+    moved = (
+        b"HTTP/1.1 302 Found\r\nLocation: /final\r\nSet-Cookie: seen=1; Path=/\r\nContent-Length: 0\r\n\r\n"
+    )
+    url, _ = await raw_server(answer(moved, ok(b"landed"), moved))
+    response = await http_client.get(f"{url}/start", params={"q": "1"})
+    assert (response.text, str(response.url)) == ("landed", f"{url}/final")
+    assert [r.status_code for r in response.history] == [302]
+    assert response.elapsed.total_seconds() >= 0
+    client = await http_client.get_client()
+    assert client.cookies["seen"] == "1"  # what httpx.AsyncClient.send would have stored
+
+
+async def test_service_fast_path_returns_redirect_when_not_following(raw_server, no_client_send):
+    moved = b"HTTP/1.1 301 Moved\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
+    url, _ = await raw_server(answer(moved))
+    response = await http_client.get(url, follow_redirects=False, raise_for_status=False)
+    assert response.status_code == 301
+    assert response.next_request is not None
+    assert str(response.next_request.url) == f"{url}/elsewhere"
+
+
+async def test_service_fast_path_leaves_respx_in_charge():
+    with respx.mock(using="httpx") as mock:
+        route = mock.get("http://api.example/thing").respond(json={"ok": True})
+        response = await http_client.get("http://api.example/thing")
+    assert response.json() == {"ok": True}
+    assert route.call_count == 1
+    assert http_client.get_pool_stats().connections == 0  # no socket was opened
