@@ -4,6 +4,11 @@ Freshness from `Cache-Control: max-age` or `Expires` (no heuristic freshness), r
 `ETag`/`Last-Modified`, `Vary`, `no-store`/`no-cache` on either side, LRU-bounded in entries and bytes.
 It is a private cache (one bot), but requests with credentials are keyed by them, so one token's
 answers never serve another's.
+
+Not hishel: 2.0 has no in-memory store bounded in entries (SQLite or Redis only), it wraps the
+transport (below our retries and host limits, so a hit would still wait for a rate-limit turn, and
+the transport is Courier's own), and it measured +630 µs CPU per hit and +1.65 ms per miss over a
+bare client, against 17 µs and 25 µs here.
 """
 
 from __future__ import annotations
