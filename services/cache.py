@@ -31,7 +31,25 @@ CACHEABLE_STATUSES = frozenset({200, 203, 300, 301, 404, 410})
 _WIRE_HEADERS = frozenset(
     {"content-encoding", "content-length", "transfer-encoding", "connection", "keep-alive"}
 )
-_CONDITIONAL = ("if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range")
+# Request headers that mean the caller manages validation or asks for part of a body itself.
+_CONDITIONAL = frozenset(
+    {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range", b"range"}
+)
+# Response headers without which nothing can be stored (no freshness and no validator).
+_STORABLE_IF_ANY = frozenset({b"cache-control", b"expires", b"etag", b"last-modified"})
+
+
+def _raw_headers(headers: httpx.Headers, wanted: frozenset[bytes]) -> dict[bytes, bytes]:
+    """The first value of each `wanted` header in one pass (httpx lookups scan the list every time)."""
+    found: dict[bytes, bytes] = {}
+    for name, value in headers.raw:
+        lowered = name.lower()
+        if lowered in wanted and lowered not in found:
+            found[lowered] = value
+    return found
+
+
+_KEY_HEADERS = _CONDITIONAL | {b"cache-control", b"authorization", b"cookie"}
 
 
 def parse_cache_control(value: str | None) -> dict[str, str | None]:
@@ -116,15 +134,16 @@ class ResponseCache:
         """The key `request` is stored under, or None when the cache must stay out of its way."""
         if request.method != "GET":
             return None
-        headers = request.headers
-        if any(name in headers for name in _CONDITIONAL) or "range" in headers:
+        found = _raw_headers(request.headers, _KEY_HEADERS)
+        if found.keys() & _CONDITIONAL:
             return None  # the caller is doing its own validation or partial fetch
-        if "no-store" in parse_cache_control(headers.get("cache-control")):
+        cache_control = found.get(b"cache-control")
+        if cache_control is not None and b"no-store" in cache_control.lower():
             return None
         key = str(request.url)
-        credentials = headers.get("authorization") or headers.get("cookie")
+        credentials = found.get(b"authorization") or found.get(b"cookie")
         if credentials:
-            key += "#" + hashlib.sha256(credentials.encode()).hexdigest()
+            key += "#" + hashlib.sha256(credentials).hexdigest()
         return key
 
     def lookup(self, key: str, request: httpx.Request) -> tuple[CacheEntry | None, bool]:
@@ -153,6 +172,8 @@ class ResponseCache:
         """Keep `response` (already read) if RFC 9111 allows and it fits."""
         if response.status_code not in CACHEABLE_STATUSES:
             return
+        if not _raw_headers(response.headers, _STORABLE_IF_ANY):
+            return  # most API answers: nothing says how long they stay fresh, nothing to revalidate with
         directives = parse_cache_control(response.headers.get("cache-control"))
         vary_names = [v.strip().lower() for v in response.headers.get("vary", "").split(",") if v.strip()]
         if "no-store" in directives or "*" in vary_names:
