@@ -12,6 +12,7 @@ from loguru import logger
 
 from services.errors import (
     BadResponseError,
+    ClientClosingError,
     CourierHTTPError,
     NotFoundError,
     RateLimitedError,
@@ -31,6 +32,8 @@ def error_message(exc: CourierHTTPError, service: str, not_found: str) -> str:
     """The sentence a user reads for an upstream failure."""
     if isinstance(exc, NotFoundError | NothingFoundError):
         return not_found
+    if isinstance(exc, ClientClosingError):
+        return exc.user_message
     if isinstance(exc, RateLimitedError):
         wait = "a little while" if exc.retry_after is None else humanize_seconds(exc.retry_after)
         return f"{service} is rate-limiting us; try again in {wait}."

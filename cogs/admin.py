@@ -81,30 +81,25 @@ def origins_text(stats: PoolStats) -> str:
     return "\n".join(lines) or "no connections"
 
 
-def extra_fields(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """Resilience figures (retries, circuit breakers, cache) when the service reports them."""
-    fields: list[tuple[str, str]] = []
-    retries = data.get("retries")
-    if isinstance(retries, int):
-        fields.append(("Retries", _n(retries)))
-    breakers = data.get("breakers")
-    if isinstance(breakers, dict | list | tuple):
-        items = breakers.items() if isinstance(breakers, dict) else enumerate(breakers)
-        lines = []
-        for key, value in items:
-            if isinstance(value, dict):
-                origin = value.get("origin", key)
-                state = value.get("state", "?")
-            else:
-                origin, state = key, value
-            if state != "closed":
-                lines.append(f"`{origin}` {state}")
-        fields.append(("Circuit breakers", "\n".join(lines) or "all closed"))
-    cache = data.get("cache")
-    if isinstance(cache, dict) and cache:
-        shown = {k: v for k, v in cache.items() if isinstance(v, int)}
-        fields.append(("Cache", _pairs(shown, 6) or "empty"))
-    return fields
+def resilience_text(stats: PoolStats) -> str:
+    """Retries, rate-limit refusals and circuit breakers that aren't closed."""
+    lines = [f"{_n(stats.retries)} retries · {_n(stats.rate_limited)} rate-limited"]
+    tripped = sorted((origin, state) for origin, state in stats.breakers.items() if state != "closed")
+    lines += [f"`{origin}` circuit {state}" for origin, state in tripped[:MAX_ORIGINS]]
+    if len(tripped) > MAX_ORIGINS:
+        lines.append(f"+{len(tripped) - MAX_ORIGINS} more open circuits")
+    if not tripped:
+        lines.append(f"circuits: all closed ({len(stats.breakers)} hosts)")
+    return "\n".join(lines)
+
+
+def cache_text(stats: PoolStats) -> str:
+    """GET cache hits, misses and revalidations, and its size."""
+    c = stats.cache
+    return (
+        f"{_n(c.hits)} hits · {_n(c.misses)} misses · {_n(c.revalidated)} revalidated\n"
+        f"{_n(c.entries)} entries · {c.bytes / 1024:,.0f} KiB"
+    )
 
 
 def build_stats_embed(stats: PoolStats) -> discord.Embed:
@@ -114,9 +109,10 @@ def build_stats_embed(stats: PoolStats) -> discord.Embed:
         ("Requests", requests_text(stats)),
         ("Latency", latency_text(stats)),
         ("Errors", _pairs(stats.errors, MAX_ERRORS) or "none"),
+        ("Resilience", resilience_text(stats)),
+        ("Cache", cache_text(stats)),
+        ("Origins", origins_text(stats)),
     ]
-    fields += extra_fields(stats.as_dict())
-    fields.append(("Origins", origins_text(stats)))
     return make_embed(
         title="Shared HTTP client",
         description=f"transport `{stats.transport}`",

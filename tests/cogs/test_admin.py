@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import discord
@@ -13,6 +13,7 @@ from discord.ext import commands
 
 from cogs.admin import REFUSAL, Admin, build_stats_embed
 from services.http_client import http_client
+from services.stats import CacheStats
 from tests.cogs.conftest import FakeInteraction
 from tests.conftest import ServerFactory
 
@@ -99,3 +100,16 @@ async def test_embed_counts_outcomes_and_latency(local_server: ServerFactory) ->
     assert "**5** sent · 0 in flight" in shown["Requests"] and "2xx 4 · 4xx 1" in shown["Requests"]
     assert "p50" in shown["Latency"] and "last 5 requests" in shown["Latency"]
     assert len(embed) <= 6000
+
+
+async def test_embed_names_open_circuits_and_cache_figures() -> None:
+    stats = replace(
+        http_client.get_pool_stats(),
+        retries=7,
+        rate_limited=2,
+        breakers={"https://api.github.com:443": "open", "https://pypi.org:443": "closed"},
+        cache=CacheStats(hits=5, misses=3, revalidated=1, entries=4, bytes=4096),
+    )
+    shown = fields(build_stats_embed(stats))
+    assert shown["Resilience"] == "7 retries · 2 rate-limited\n`https://api.github.com:443` circuit open"
+    assert shown["Cache"] == "5 hits · 3 misses · 1 revalidated\n4 entries · 4 KiB"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from cogs._embeds import TOTAL_LIMIT, make_embed, truncate
+from cogs._replies import error_message
+from services.errors import ClientClosingError
 
 
 def test_truncate_keeps_short_text() -> None:
@@ -26,3 +28,7 @@ def test_make_embed_stays_within_every_limit() -> None:
     assert len(embed.fields) <= 25
     assert all(len(f.value or "") <= 1024 and len(f.name or "") <= 256 for f in embed.fields)
     assert len(embed) <= TOTAL_LIMIT
+
+
+def test_error_message_during_shutdown_says_so() -> None:
+    assert "shutting down" in error_message(ClientClosingError("closing"), "PyPI", "No such package.")
