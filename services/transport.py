@@ -753,6 +753,7 @@ def _request_head(request: httpx.Request) -> bytes:
 # --- the service's fast path: what httpx.AsyncClient.send does, minus what a request doesn't use ---
 
 _URL_CACHE_SIZE = 256
+_EMPTY = httpx.ByteStream(b"")
 _url_cache: dict[str, httpx.URL] = {}
 _FAST_BUILD_OPTIONS = frozenset({"params", "headers", "json", "content", "timeout"})
 
@@ -792,23 +793,30 @@ def build_request_fast(
     parsed = _parse_url(url)
     if parsed.is_relative_url:
         return None  # base_url merging is the client's business
-    headers: Any = client.headers
-    extra = options.get("headers")
-    if extra:
-        headers = httpx.Headers(headers)
-        headers.update(extra)
     timeout = options.get("timeout", httpx.USE_CLIENT_DEFAULT)
     if isinstance(timeout, httpx._client.UseClientDefault):
         timeout = client.timeout
-    return httpx.Request(
-        method,
-        parsed,
-        params=options.get("params"),
-        headers=headers,
-        json=options.get("json"),
-        content=options.get("content"),
-        extensions={"timeout": httpx.Timeout(timeout).as_dict()},
-    )
+    extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
+    params = options.get("params")
+    extra = options.get("headers")
+    content, json = options.get("content"), options.get("json")
+    body = content is not None or json is not None or method in ("POST", "PUT", "PATCH")
+    if extra or body or "host" in client.headers:
+        headers = client.headers
+        if extra:
+            headers = httpx.Headers(headers)
+            headers.update(extra)
+        return httpx.Request(
+            method, parsed, params=params, headers=headers, json=json, content=content, extensions=extensions
+        )
+    # A body-less request with the client's headers: what Request._prepare would produce (Host
+    # first), built without re-normalizing headers that are already normalized.
+    url = parsed if params is None else httpx.URL(parsed, params=params)
+    headers = httpx.Headers()
+    headers._list = [(b"Host", b"host", url.netloc), *client.headers._list]
+    request = httpx.Request(method, url, headers=headers, stream=_EMPTY, extensions=extensions)
+    request.read()
+    return request
 
 
 def fast_transport_for(

@@ -13,7 +13,7 @@ import respx
 import trustme
 
 from services.http_client import http_client
-from services.transport import FastTransport
+from services.transport import FastTransport, build_request_fast
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -461,3 +461,24 @@ async def test_service_fast_path_leaves_respx_in_charge():
     assert response.json() == {"ok": True}
     assert route.call_count == 1
     assert http_client.get_pool_stats().connections == 0  # no socket was opened
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "options"),
+    [
+        ("GET", "http://example.test/a?b=1", {}),
+        ("GET", "http://example.test/a", {"params": {"q": "x y"}, "timeout": 3}),
+        ("DELETE", "https://example.test:8443/a", {"headers": {"X-Extra": "1", "user-agent": "other"}}),
+        ("POST", "http://example.test/a", {"json": {"k": [1, 2]}}),
+        ("PUT", "http://example.test/a", {}),
+        ("HEAD", "http://[::1]:8080/", {}),
+    ],
+)
+async def test_service_fast_request_matches_client_build_request(method, url, options):
+    async with httpx.AsyncClient(headers={"User-Agent": "Courier/test"}, timeout=7) as c:
+        fast = build_request_fast(c, method, url, dict(options))
+        slow = c.build_request(method, url, **options)
+    assert fast is not None
+    assert (fast.method, fast.url, fast.headers.raw) == (slow.method, slow.url, slow.headers.raw)
+    assert fast.extensions == slow.extensions
+    assert fast.content == slow.content

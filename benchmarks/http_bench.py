@@ -1,0 +1,435 @@
+"""Client CPU per request against nginx on loopback: Courier's service vs httpx, aiohttp and raw asyncio.
+
+Run: `uv run python benchmarks/http_bench.py` (add `--quick` for a run of a few minutes).
+Starts nginx from a temp prefix on 127.0.0.1 (plain HTTP/1.1, and TLS offering HTTP/2), measures each
+cell in a fresh process with `time.process_time()`, interleaves the variants over several rounds and
+prints the medians as markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import trustme
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = '{"id":1,"name":"courier","ok":true,"tags":["a","b","c"]}'
+LARGE_SIZE = 100 * 1024
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    server {{
+        listen 127.0.0.1:{http_port};
+        listen 127.0.0.1:{tls_port} ssl http2;
+        ssl_certificate {tmp}/server.pem;
+        ssl_certificate_key {tmp}/server.key;
+        root {tmp}/www;
+        # Keeps Courier's HTTP cache out of the measurement: every GET goes to the wire.
+        add_header Cache-Control no-store always;
+        location = /small.json {{
+            default_type application/json;
+            return 200 '{small}';
+        }}
+        location = /large.bin {{
+            default_type application/octet-stream;
+        }}
+    }}
+}}
+"""
+
+
+# --- nginx ----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_nginx() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if found:
+        return found
+    print("nginx not found: installing the Debian package", file=sys.stderr)
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    subprocess.run([*sudo, "apt-get", "install", "-y", "nginx"], check=True)
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def start_nginx(tmp: Path) -> tuple[subprocess.Popen[bytes], int, int, Path]:
+    nginx = ensure_nginx()
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.cert_chain_pems[0].write_to_path(str(tmp / "server.pem"))
+    for extra in cert.cert_chain_pems[1:]:
+        with open(tmp / "server.pem", "ab") as f:
+            f.write(extra.bytes())
+    cert.private_key_pem.write_to_path(str(tmp / "server.key"))
+    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
+    www = tmp / "www"
+    www.mkdir()
+    (www / "large.bin").write_bytes(os.urandom(LARGE_SIZE))
+    for path in (tmp, www):
+        path.chmod(0o755)  # nginx workers may run as another user
+    (www / "large.bin").chmod(0o644)
+    http_port, tls_port = free_port(), free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, http_port=http_port, tls_port=tls_port, small=SMALL))
+    proc = subprocess.Popen([nginx, "-p", str(tmp), "-c", str(conf)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    for port in (http_port, tls_port):
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"nginx did not start; see {tmp}/error.log") from None
+                time.sleep(0.05)
+    return proc, http_port, tls_port, tmp / "ca.pem"
+
+
+# --- one cell, in its own process -----------------------------------------------------------------
+
+
+def client_ssl(ca: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+async def make_courier(
+    url: str, ca: str, env: dict[str, str]
+) -> tuple[Callable[[], Awaitable[int]], Callable]:
+    from loguru import logger  # noqa: PLC0415 - each cell process loads only what it measures
+
+    from services.config import HTTPSettings  # noqa: PLC0415 - each cell process loads only what it measures
+    from services.http_client import HTTPClient  # noqa: PLC0415 - each cell process loads only what it measures
+
+    logger.remove()
+    logger.add(sys.stderr, level="INFO")  # what a bot runs with: DEBUG request lines filtered
+    service = HTTPClient(HTTPSettings.from_env({"HTTP_CA_BUNDLE": ca, **env}))
+
+    async def one() -> int:
+        response = await service.get(url)
+        return len(response.content)
+
+    return one, service.close
+
+
+async def make_httpx(url: str, ca: str, http2: bool) -> tuple[Callable[[], Awaitable[int]], Callable]:
+    import httpx  # noqa: PLC0415 - each cell process loads only what it measures
+
+    client = httpx.AsyncClient(verify=ssl.create_default_context(cafile=ca), http2=http2)
+
+    async def one() -> int:
+        response = await client.get(url)
+        return len(response.content)
+
+    return one, client.aclose
+
+
+async def make_aiohttp(url: str, ca: str) -> tuple[Callable[[], Awaitable[int]], Callable]:
+    import aiohttp  # noqa: PLC0415 - each cell process loads only what it measures
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl(ca)))
+
+    async def one() -> int:
+        async with session.get(url) as response:
+            return len(await response.read())
+
+    return one, session.close
+
+
+class RawPool:
+    """The floor: one kept-alive asyncio stream per worker and a hand-written request."""
+
+    def __init__(self, url: str, ca: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.tls = client_ssl(ca) if parts.scheme == "https" else None
+        self.request = f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
+        self.free: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.all: list[asyncio.StreamWriter] = []
+
+    async def one(self) -> int:
+        if self.free:
+            reader, writer = self.free.pop()
+        else:
+            reader, writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self.tls, server_hostname=self.host if self.tls else None
+            )
+            self.all.append(writer)
+        writer.write(self.request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        start = head.lower().index(b"content-length:") + 15
+        length = int(head[start : head.index(b"\r\n", start)])
+        body = await reader.readexactly(length)
+        self.free.append((reader, writer))
+        return len(body)
+
+    async def close(self) -> None:
+        for writer in self.all:
+            writer.close()
+
+
+async def build(variant: str, url: str, ca: str) -> tuple[Callable[[], Awaitable[int]], Callable]:
+    if variant == "courier":
+        return await make_courier(url, ca, {})
+    if variant == "courier-h1":
+        return await make_courier(url, ca, {"HTTP_HTTP2": "false"})
+    if variant == "courier-httpcore":
+        return await make_courier(url, ca, {"HTTP_TRANSPORT": "httpcore"})
+    if variant == "httpx":
+        return await make_httpx(url, ca, http2=False)
+    if variant == "httpx-h2":
+        return await make_httpx(url, ca, http2=True)
+    if variant == "aiohttp":
+        return await make_aiohttp(url, ca)
+    if variant == "raw":
+        pool = RawPool(url, ca)
+        return pool.one, pool.close
+    raise SystemExit(f"unknown variant {variant}")
+
+
+async def run_workers(one: Callable[[], Awaitable[int]], requests: int, concurrency: int) -> int:
+    per_worker = max(1, requests // concurrency)
+
+    async def worker() -> int:
+        got = 0
+        for _ in range(per_worker):
+            got += await one()
+        return got
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return per_worker * concurrency
+
+
+async def measure_cell(variant: str, url: str, ca: str, requests: int, concurrency: int, lag: bool) -> dict:
+    one, close = await build(variant, url, ca)
+    try:
+        await run_workers(one, max(concurrency * 5, requests // 10), concurrency)  # warm up the pool
+        delays: list[float] = []
+        done = False
+
+        async def ticker() -> None:
+            loop = asyncio.get_running_loop()
+            while not done:
+                before = loop.time()
+                await asyncio.sleep(0.01)
+                delays.append(loop.time() - before - 0.01)
+
+        tick = asyncio.create_task(ticker()) if lag else None
+        cpu, wall = time.process_time(), time.perf_counter()
+        sent = await run_workers(one, requests, concurrency)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        done = True
+        if tick is not None:
+            await tick
+    finally:
+        result = close()
+        if asyncio.iscoroutine(result):
+            await result
+    ordered = sorted(delays)
+    p99 = ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)] if ordered else None
+    return {"cpu": cpu, "wall": wall, "requests": sent, "lag_p99": p99}
+
+
+def cell_main(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(ROOT))
+    result = asyncio.run(
+        measure_cell(args.variant, args.url, args.ca, args.requests, args.concurrency, args.lag)
+    )
+    print(json.dumps(result))
+
+
+# --- the driver -----------------------------------------------------------------------------------
+
+
+def run_cell(variant: str, url: str, ca: str, requests: int, concurrency: int, lag: bool = False) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--cell",
+        "--variant",
+        variant,
+        "--url",
+        url,
+        "--ca",
+        ca,
+        "--requests",
+        str(requests),
+        "--concurrency",
+        str(concurrency),
+    ]
+    if lag:
+        command.append("--lag")
+    out = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{variant} c={concurrency} {url} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def print_table(title: str, variants: list[str], levels: list[int], cells: dict) -> None:
+    print(f"\n### {title}\n")
+    cpu = {
+        (v, c): statistics.median(r["cpu"] / r["requests"] * 10_000 for r in cells[v, c])
+        for v in variants
+        for c in levels
+    }
+    rps = {
+        (v, c): statistics.median(r["requests"] / r["wall"] for r in cells[v, c])
+        for v in variants
+        for c in levels
+    }
+    head = " | ".join(f"c={c} CPU s/10k | req/s | vs aiohttp | vs httpx" for c in levels)
+    print(f"| client | {head} |")
+    print("|---|" + "---:|" * (4 * len(levels)))
+    for v in variants:
+        row = []
+        for c in levels:
+            base_a = cpu.get(("aiohttp", c))
+            base_h = cpu.get(("httpx", c))
+            row += [
+                f"{cpu[v, c]:.2f}",
+                f"{rps[v, c]:.0f}",
+                fmt_ratio(cpu[v, c] / base_a if base_a else None),
+                fmt_ratio(cpu[v, c] / base_h if base_h else None),
+            ]
+        print(f"| {v} | " + " | ".join(row) + " |")
+
+
+def driver(args: argparse.Namespace) -> None:
+    levels = [int(c) for c in args.levels.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="courier-nginx-"))
+    proc, http_port, tls_port, ca = start_nginx(tmp)
+    try:
+        suites = [
+            ("plain HTTP/1.1, small JSON", f"http://127.0.0.1:{http_port}/small.json", args.requests, PLAIN),
+            (
+                "plain HTTP/1.1, 100 KB body",
+                f"http://127.0.0.1:{http_port}/large.bin",
+                args.large_requests,
+                PLAIN,
+            ),
+            (
+                "TLS (nginx offers HTTP/2), small JSON",
+                f"https://127.0.0.1:{tls_port}/small.json",
+                args.requests,
+                TLS,
+            ),
+        ]
+        if not args.quick:
+            suites.append(
+                (
+                    "TLS (nginx offers HTTP/2), 100 KB body",
+                    f"https://127.0.0.1:{tls_port}/large.bin",
+                    args.large_requests,
+                    TLS,
+                )
+            )
+        print(
+            f"nginx {http_port}/{tls_port}; {args.rounds} rounds; median of per-cell figures", file=sys.stderr
+        )
+        results: dict[str, dict] = {title: {} for title, *_ in suites}
+        lag: dict[str, list[float]] = {v: [] for v in LAG_VARIANTS}
+        for round_no in range(args.rounds):
+            for title, url, requests, variants in suites:
+                for c in levels:
+                    # Interleaved, with the order rotating per round, so drift hits every variant alike.
+                    shift = round_no % len(variants)
+                    for v in variants[shift:] + variants[:shift]:
+                        cell = run_cell(v, url, str(ca), requests, c)
+                        results[title].setdefault((v, c), []).append(cell)
+                        print(
+                            f"round {round_no + 1} {title} c={c} {v}: "
+                            f"{cell['cpu'] / cell['requests'] * 10_000:.2f} s/10k",
+                            file=sys.stderr,
+                        )
+            for v in LAG_VARIANTS:
+                cell = run_cell(v, suites[0][1], str(ca), args.requests, 100, lag=True)
+                lag[v].append(cell["lag_p99"] * 1000)
+        print(
+            f"\nClient CPU seconds per 10,000 requests (median of {args.rounds} rounds), req/s, CPU ratios."
+        )
+        for title, _, _, variants in suites:
+            print_table(title, variants, levels, results[title])
+        print("\n### Event-loop lag during a c=100 burst (p99 delay of a 10 ms timer, median of rounds)\n")
+        print("| client | p99 lag ms |\n|---|---:|")
+        for v in LAG_VARIANTS:
+            print(f"| {v} | {statistics.median(lag[v]):.1f} |")
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+PLAIN = ["courier", "courier-httpcore", "httpx", "aiohttp", "raw"]
+TLS = ["courier", "courier-h1", "courier-httpcore", "httpx", "httpx-h2", "aiohttp", "raw"]
+LAG_VARIANTS = ["courier", "httpx", "aiohttp"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of interleaved cells (default 3)")
+    parser.add_argument("--requests", type=int, default=10_000, help="small-body requests per cell")
+    parser.add_argument("--large-requests", type=int, default=2_000, help="100 KB requests per cell")
+    parser.add_argument("--levels", default="1,10,100", help="concurrency levels (default 1,10,100)")
+    parser.add_argument("--quick", action="store_true", help="1 round, 3000 requests, no TLS 100 KB suite")
+    parser.add_argument("--cell", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--ca", help=argparse.SUPPRESS)
+    parser.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--lag", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.cell:
+        cell_main(args)
+        return
+    if args.quick:
+        args.rounds, args.requests, args.large_requests = 1, 3_000, 600
+    driver(args)
+
+
+if __name__ == "__main__":
+    main()
