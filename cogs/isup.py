@@ -173,7 +173,7 @@ async def check_site(url: httpx.URL, guard: URLGuard, settings: IsUpSettings) ->
 
 def build_check_embed(check: SiteCheck) -> discord.Embed:
     """Shape a SiteCheck into an embed."""
-    host = check.url.host
+    host = discord.utils.escape_markdown(check.url.host)
     if check.status is None:
         title, colour = f"{host} is down", DOWN_COLOUR
     elif check.up:
