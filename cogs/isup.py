@@ -20,7 +20,7 @@ from loguru import logger
 from cogs._embeds import make_embed
 from cogs._replies import fail, on_cooldown, reject
 from cogs._validation import InputError, clean
-from services.config import env_bool, env_float, env_int
+from services.config import SettingsError, env_bool, env_float, env_int, env_str
 from services.http_client import http_client
 from services.redact import redact_url
 from services.url_guard import (
@@ -33,6 +33,8 @@ from services.url_guard import (
 )
 
 DEFAULT_TIMEOUT = 5.0
+# Web ports only: a bot that probes any port of any host is a port scanner for hire.
+DEFAULT_PORTS = "80,443,8000,8080,8443"
 DEFAULT_MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 UP_COLOUR = 0x2ECC71
@@ -48,6 +50,7 @@ class IsUpSettings:
     timeout: float = DEFAULT_TIMEOUT
     max_redirects: int = DEFAULT_MAX_REDIRECTS
     allow_private: bool = False  # tests only: lets /isup reach loopback and private addresses
+    ports: frozenset[int] | None = None  # None: any port
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +204,9 @@ class IsUp(commands.Cog):
 
     def __init__(self, settings: IsUpSettings, guard: URLGuard | None = None) -> None:
         self.settings = settings
-        self.guard = guard or URLGuard(allow_private=settings.allow_private, resolve_timeout=settings.timeout)
+        self.guard = guard or URLGuard(
+            allow_private=settings.allow_private, resolve_timeout=settings.timeout, ports=settings.ports
+        )
 
     @app_commands.command()
     @app_commands.describe(url="The website's address, e.g. https://example.com")
@@ -244,13 +249,28 @@ class IsUp(commands.Cog):
 
 
 def settings(env: Mapping[str, str] | None = None) -> IsUpSettings:
-    """ISUP_TIMEOUT, ISUP_MAX_REDIRECTS and ISUP_ALLOW_PRIVATE_ADDRESSES, validated."""
+    """ISUP_TIMEOUT, ISUP_MAX_REDIRECTS, ISUP_ALLOW_PRIVATE_ADDRESSES and ISUP_PORTS, validated."""
     env = os.environ if env is None else env
     return IsUpSettings(
         timeout=env_float(env, "ISUP_TIMEOUT", DEFAULT_TIMEOUT, minimum=0.5, maximum=30),
         max_redirects=env_int(env, "ISUP_MAX_REDIRECTS", DEFAULT_MAX_REDIRECTS, minimum=0, maximum=10),
         allow_private=env_bool(env, "ISUP_ALLOW_PRIVATE_ADDRESSES", False),
+        ports=env_ports(env, "ISUP_PORTS", DEFAULT_PORTS),
     )
+
+
+def env_ports(env: Mapping[str, str], key: str, default: str) -> frozenset[int] | None:
+    """Read the ports /isup may check: a comma-separated list, or `any`."""
+    value = env_str(env, key, default)
+    if value.lower() == "any":
+        return None
+    try:
+        ports = frozenset(int(part) for part in value.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise SettingsError(key, value, "comma-separated port numbers, or any") from None
+    if not ports or not all(0 < port < 65536 for port in ports):
+        raise SettingsError(key, value, "comma-separated port numbers, or any")
+    return ports
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -264,8 +264,10 @@ class URLGuard:
         allowed: Iterable[IPNetwork] = (),
         resolver: Resolver | None = None,
         resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT,
+        ports: frozenset[int] | None = None,
     ) -> None:
         self.allow_private = allow_private
+        self.ports = ports
         self.allowed = tuple(allowed)
         self.resolver: Resolver = resolver or system_resolver
         self.resolve_timeout = resolve_timeout
@@ -323,6 +325,10 @@ class URLGuard:
             raise InvalidTargetError("That address has no host name.")
         if parsed.port is not None and not 0 < parsed.port < 65536:
             raise InvalidTargetError("That port number isn't valid.")
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        if self.ports is not None and port not in self.ports:
+            shown = ", ".join(str(p) for p in sorted(self.ports))
+            raise InvalidTargetError(f"I only check web ports ({shown}).")
         ip = parse_ip_literal(host)
         if ip is not None:
             self.vet(host, ip)

@@ -341,9 +341,16 @@ async def test_isup_command_reports_down_sites(interaction: FakeInteraction) -> 
 
 
 def test_isup_settings_defaults_and_overrides() -> None:
-    assert settings({}) == IsUpSettings(timeout=5.0, max_redirects=5, allow_private=False)
-    env = {"ISUP_TIMEOUT": "2.5", "ISUP_MAX_REDIRECTS": "0", "ISUP_ALLOW_PRIVATE_ADDRESSES": "true"}
-    assert settings(env) == IsUpSettings(timeout=2.5, max_redirects=0, allow_private=True)
+    web_ports = frozenset({80, 443, 8000, 8080, 8443})
+    assert settings({}) == IsUpSettings(timeout=5.0, max_redirects=5, allow_private=False, ports=web_ports)
+    env = {
+        "ISUP_TIMEOUT": "2.5",
+        "ISUP_MAX_REDIRECTS": "0",
+        "ISUP_ALLOW_PRIVATE_ADDRESSES": "true",
+        "ISUP_PORTS": "any",
+    }
+    assert settings(env) == IsUpSettings(timeout=2.5, max_redirects=0, allow_private=True, ports=None)
+    assert settings({"ISUP_PORTS": "443, 8443"}).ports == {443, 8443}
 
 
 @pytest.mark.parametrize(
@@ -353,6 +360,9 @@ def test_isup_settings_defaults_and_overrides() -> None:
         ("ISUP_TIMEOUT", "120"),
         ("ISUP_MAX_REDIRECTS", "50"),
         ("ISUP_ALLOW_PRIVATE_ADDRESSES", "maybe"),
+        ("ISUP_PORTS", "http"),
+        ("ISUP_PORTS", "0,443"),
+        ("ISUP_PORTS", ","),
     ],
 )
 async def test_isup_setup_refuses_bad_settings(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:

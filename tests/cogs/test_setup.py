@@ -20,6 +20,7 @@ EXTENSIONS = {
     "cogs.xkcd": "xkcd",
     "cogs.weather": "weather",
     "cogs.dictionary": "define",
+    "cogs.isup": "isup",
 }
 
 

@@ -384,3 +384,23 @@ async def test_guarded_transport_vets_the_connected_peer(inner_server: tuple[int
 async def test_guarded_backend_refuses_unix_sockets() -> None:
     with pytest.raises(ForbiddenAddressError):
         await GuardedBackend(URLGuard()).connect_unix_socket("/var/run/docker.sock")
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://example.com", True),
+        ("http://example.com", True),
+        ("https://example.com:8443/x", True),
+        ("https://example.com:22", False),
+        ("http://example.com:6379", False),
+        ("https://example.com:80", True),
+    ],
+)
+def test_url_guard_only_checks_allowed_ports(url: str, allowed: bool) -> None:
+    guard = URLGuard(ports=frozenset({80, 443, 8443}))
+    if allowed:
+        guard.check_url(url)
+    else:
+        with pytest.raises(InvalidTargetError, match="web ports"):
+            guard.check_url(url)
