@@ -6,13 +6,13 @@ import asyncio
 import datetime
 import ssl
 import time
-import urllib.request
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httptools
 import httpx
+from httpx._utils import get_environment_proxies
 
 from services.config import HTTPSettings
 from services.stats import ConnectionSnapshot, PoolState
@@ -895,7 +895,7 @@ def transport_mode(settings: HTTPSettings) -> str:
 def transport_options(settings: HTTPSettings, ssl_context: ssl.SSLContext) -> dict[str, Any]:
     """The `transport=`/`mounts=` keywords for the shared `httpx.AsyncClient` under `settings`.
 
-    Proxies from the environment stay on httpx's own (httpcore) proxy mounts either way.
+    Proxies from the environment go through httpx's own (httpcore) proxy transports, as without us.
     """
     mode = transport_mode(settings)
     if mode == "httpcore":
@@ -907,20 +907,24 @@ def transport_options(settings: HTTPSettings, ssl_context: ssl.SSLContext) -> di
         keepalive_expiry=settings.keepalive_expiry,
         max_connections_per_host=settings.max_connections_per_host,
     )
-    options: dict[str, Any] = {"transport": fast}
-    proxies = urllib.request.getproxies() if settings.trust_env else {}
-    if mode == "mixed" and "https" not in proxies and "all" not in proxies:
-        # Only httpcore speaks HTTP/2; a mount would hide an environment proxy, hence the check.
-        options["mounts"] = {
-            "https://": httpx.AsyncHTTPTransport(
-                verify=ssl_context,
-                http2=True,
-                limits=httpx.Limits(
-                    max_connections=settings.max_connections,
-                    max_keepalive_connections=settings.max_keepalive_connections,
-                    keepalive_expiry=settings.keepalive_expiry,
-                ),
-                trust_env=settings.trust_env,
+    limits = httpx.Limits(
+        max_connections=settings.max_connections,
+        max_keepalive_connections=settings.max_keepalive_connections,
+        keepalive_expiry=settings.keepalive_expiry,
+    )
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    # httpx drops environment proxies once given a transport=, so mount them as it would have.
+    proxies = get_environment_proxies() if settings.trust_env else {}
+    if any(proxies.values()):
+        for pattern, proxy in proxies.items():
+            mounts[pattern] = (
+                None
+                if proxy is None
+                else httpx.AsyncHTTPTransport(
+                    proxy=proxy, verify=ssl_context, http2=settings.http2, limits=limits
+                )
             )
-        }
-    return options
+    if mode == "mixed" and "https://" not in mounts and "all://" not in mounts:
+        # Only httpcore speaks HTTP/2.
+        mounts["https://"] = httpx.AsyncHTTPTransport(verify=ssl_context, http2=True, limits=limits)
+    return {"transport": fast, "mounts": mounts}

@@ -12,6 +12,7 @@ import pytest
 import respx
 import trustme
 
+from services.config import HTTPSettings
 from services.http_client import http_client
 from services.transport import FastTransport, build_request_fast
 
@@ -482,3 +483,39 @@ async def test_service_fast_request_matches_client_build_request(method, url, op
     assert (fast.method, fast.url, fast.headers.raw) == (slow.method, slow.url, slow.headers.raw)
     assert fast.extensions == slow.extensions
     assert fast.content == slow.content
+
+
+def _transport_for(client: httpx.AsyncClient, url: str) -> httpx.AsyncBaseTransport:
+    return client._transport_for_url(httpx.URL(url))
+
+
+@pytest.mark.parametrize(
+    ("settings", "http_kind", "https_kind"),
+    [
+        ({}, FastTransport, httpx.AsyncHTTPTransport),  # HTTP/2 on: only httpcore speaks it
+        ({"http2": False}, FastTransport, FastTransport),
+        ({"transport": "fast"}, FastTransport, FastTransport),
+        ({"transport": "httpcore"}, httpx.AsyncHTTPTransport, httpx.AsyncHTTPTransport),
+    ],
+)
+async def test_service_transport_setting_picks_transport_per_scheme(
+    monkeypatch, settings, http_kind, https_kind
+):
+    for key in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    http_client.configure(HTTPSettings(**settings))
+    client = await http_client.get_client()
+    assert type(_transport_for(client, "http://example.test/")) is http_kind
+    assert type(_transport_for(client, "https://example.test/")) is https_kind
+
+
+async def test_service_environment_proxy_stays_on_httpx_proxy_transport(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.test")
+    http_client.configure(HTTPSettings(http2=False))
+    client = await http_client.get_client()
+    proxied = _transport_for(client, "https://example.test/")
+    assert isinstance(proxied, httpx.AsyncHTTPTransport)
+    assert "Proxy" in type(proxied._pool).__name__
+    assert type(_transport_for(client, "http://example.test/")) is FastTransport
+    assert type(_transport_for(client, "https://internal.test/")) is FastTransport
