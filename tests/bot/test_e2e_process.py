@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from tests.bot.fake_discord import TOKEN, FakeDiscord
+from tests.conftest import ServerFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 # Child start-up imports discord.py, httpx and every cog: generous on a busy 2-core machine.
@@ -44,8 +46,8 @@ class Child:
 
     process: asyncio.subprocess.Process
     lines: list[str] = field(default_factory=list)
-    seen: asyncio.Event = field(default_factory=asyncio.Event)
-    wanted: str = READY_LINE
+    printed: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: bool = False
 
     @property
     def output(self) -> str:
@@ -54,17 +56,19 @@ class Child:
     async def pump(self) -> None:
         assert self.process.stdout is not None
         async for raw in self.process.stdout:
-            line = raw.decode(errors="replace")
-            self.lines.append(line)
-            if self.wanted in line:
-                self.seen.set()
+            self.lines.append(raw.decode(errors="replace"))
+            self.printed.set()
+            self.printed = asyncio.Event()
+        self.ended = True
+        self.printed.set()
 
     async def wait_for_line(self, text: str) -> None:
-        self.wanted = text
-        if text in self.output:
-            return
+        """Wait (bounded) until the child has printed a line containing `text`."""
         async with asyncio.timeout(PROCESS_TIMEOUT):
-            await self.seen.wait()
+            while text not in self.output:
+                if self.ended:
+                    raise AssertionError(f"child ended its output before printing {text!r}:\n{self.output}")
+                await self.printed.wait()
 
 
 def child_env(tmp_path: Path, rest: str, gateway: str, **extra: str) -> dict[str, str]:
@@ -174,3 +178,38 @@ async def test_e2e_process_signal_closes_everything_and_exits_0(tmp_path: Path, 
     assert_clean(child.output)
     assert len(fake.gateway_closes) == 1
     assert any(r.method == "PUT" and r.path.endswith("/commands") for r in fake.requests)
+
+
+async def test_e2e_process_sigterm_lets_a_running_command_finish(
+    tmp_path: Path, local_server: ServerFactory
+) -> None:
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_pypi(request: web.Request) -> web.Response:
+        arrived.set()
+        async with asyncio.timeout(PROCESS_TIMEOUT):
+            await release.wait()
+        return web.json_response({"info": {"name": "requests", "version": "2.32.3"}, "urls": []})
+
+    upstream = await local_server({"/pypi/requests/json": slow_pypi})
+    async with FakeDiscord() as fake:
+        env = child_env(
+            tmp_path, fake.rest_base, str(fake.gateway_url), DISCORD_TOKEN=TOKEN, PYPI_URL=upstream
+        )
+        async with bot_process(env, tmp_path) as child:
+            await child.wait_for_line(READY_LINE)
+            running = await fake.send_interaction("pypi", options={"package": "requests"})
+            async with asyncio.timeout(PROCESS_TIMEOUT):
+                await arrived.wait()
+            child.process.send_signal(signal.SIGTERM)
+            await child.wait_for_line("running command(s)")
+            late = await fake.send_interaction("pypi", options={"package": "requests"})
+            refused = await fake.wait_for_reply(late)
+            release.set()
+            code = await exit_code(child)
+            answered = fake.replies(running)
+    assert code == 0, child.output
+    assert [r.kind for r in answered] == ["followup"]
+    assert answered[0].embeds[0]["title"] == "requests 2.32.3"
+    assert refused.content == "I'm restarting; please try again in a minute." and refused.ephemeral
+    assert_clean(child.output)
