@@ -259,6 +259,11 @@ class FakeDiscord:
         for session in sessions:
             await session.ws.send_str(json.dumps({"op": 0, "t": event, "s": next(session.seq), "d": data}))
 
+    async def drop_sessions(self, code: int = 4000) -> None:
+        """Close every gateway session with `code`, as Discord does before asking a client to resume."""
+        for session in list(self._sessions):
+            await session.ws.close(code=code)
+
     def interaction_payload(
         self,
         name: str,

@@ -36,6 +36,7 @@ async def test_fake_discord_login_identify_ready(fake_discord: FakeDiscord) -> N
         assert bot.user is not None and bot.user.id == fake_discord.application_id
         assert bot.application_id == fake_discord.application_id
         assert 2 in fake_discord.gateway_opcodes  # IDENTIFY
+        await fake_discord.wait_until(lambda: 1 in fake_discord.gateway_opcodes)  # first HEARTBEAT
         assert (await bot.application_info()).owner.id == fake_discord.app_owner_id
     me = await fake_discord.wait_for_request(lambda r: r.path == "/users/@me")
     assert me.authorized
@@ -113,3 +114,15 @@ async def test_fake_discord_gateway_refuses_a_token_rest_did_not_check(fake_disc
         await bot.connect(reconnect=False)
     assert caught.value.code == 4004
     assert bot.is_closed()
+
+
+async def test_fake_discord_dropped_gateway_resumes_and_keeps_answering(fake_discord: FakeDiscord) -> None:
+    bot = make_bot()
+    async with connected(bot, TOKEN):
+        await fake_discord.drop_sessions(code=4000)
+        await fake_discord.wait_until(lambda: 6 in fake_discord.gateway_opcodes)  # RESUME
+        await fake_discord.wait_until(lambda: fake_discord.open_sessions == 1)
+        sent = await fake_discord.send_interaction("ping")
+        reply = await fake_discord.wait_for_reply(sent)
+    assert reply.content == "pong"
+    assert fake_discord.gateway_opcodes.count(2) == 1  # resumed, not identified again
