@@ -578,12 +578,15 @@ class FastTransport(httpx.AsyncBaseTransport):
         """Send `request` and return its response with the body read (the service's fast path)."""
         started = time.perf_counter()
         conn, timeouts = await self._exchange(request)
+        chunks: list[bytes] = []
         try:
             read_timeout = timeouts.get("read")
             while not conn.complete:
                 if conn.error is not None:
                     raise conn.error
                 await self._read(conn, read_timeout)
+                if conn.buffered > READ_HIGH_WATER:
+                    chunks.append(conn.take_body())  # also resumes a socket paused at the high-water mark
             if conn.error is not None:
                 raise conn.error
         except BaseException as exc:
@@ -592,6 +595,8 @@ class FastTransport(httpx.AsyncBaseTransport):
                 exc.request = request
             raise
         body = conn.take_body()
+        if chunks:
+            body = b"".join([*chunks, body])
         response = self._response(conn, request, httpx.ByteStream(body))
         self._release(conn, reuse=True)
         if conn_encoded(response):

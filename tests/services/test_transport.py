@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -519,3 +520,28 @@ async def test_service_environment_proxy_stays_on_httpx_proxy_transport(monkeypa
     assert "Proxy" in type(proxied._pool).__name__
     assert type(_transport_for(client, "http://example.test/")) is FastTransport
     assert type(_transport_for(client, "https://internal.test/")) is FastTransport
+
+
+async def test_transport_fetch_reads_large_and_compressed_bodies(raw_server):
+    big = bytes(range(256)) * 4096  # 1 MiB: past the read high-water mark, so reading pauses
+    packed = gzip.compress(b'{"packed": true}')
+    gz = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%b" % (len(packed), packed)
+    url, server = await raw_server(answer(ok(big), gz))
+    transport = FastTransport()
+    async with httpx.AsyncClient(transport=transport) as c:
+        async with asyncio.timeout(10):
+            response = await transport.fetch(c.build_request("GET", url))
+            assert response.content == big
+            compressed = await transport.fetch(c.build_request("GET", url))
+        assert compressed.json() == {"packed": True}
+        assert response.elapsed.total_seconds() >= 0
+        assert server.accepted == 1
+
+
+async def test_transport_http10_response_is_not_kept(raw_server, client):
+    url, _server = await raw_server(
+        answer(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", close_after=True)
+    )
+    response = await client.get(url)
+    assert (response.http_version, response.text) == ("HTTP/1.0", "ok")
+    assert states(client) == []
