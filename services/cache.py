@@ -42,8 +42,7 @@ _STORABLE_IF_ANY = frozenset({b"cache-control", b"expires", b"etag", b"last-modi
 def _raw_headers(headers: httpx.Headers, wanted: frozenset[bytes]) -> dict[bytes, bytes]:
     """The first value of each `wanted` header in one pass (httpx lookups scan the list every time)."""
     found: dict[bytes, bytes] = {}
-    for name, value in headers.raw:
-        lowered = name.lower()
+    for _, lowered, value in headers._list:  # httpx keeps each name lowercased beside the raw one
         if lowered in wanted and lowered not in found:
             found[lowered] = value
     return found
@@ -172,8 +171,11 @@ class ResponseCache:
         """Keep `response` (already read) if RFC 9111 allows and it fits."""
         if response.status_code not in CACHEABLE_STATUSES:
             return
-        if not _raw_headers(response.headers, _STORABLE_IF_ANY):
+        found = _raw_headers(response.headers, _STORABLE_IF_ANY)
+        if not found:
             return  # most API answers: nothing says how long they stay fresh, nothing to revalidate with
+        if b"no-store" in found.get(b"cache-control", b"").lower():
+            return
         directives = parse_cache_control(response.headers.get("cache-control"))
         vary_names = [v.strip().lower() for v in response.headers.get("vary", "").split(",") if v.strip()]
         if "no-store" in directives or "*" in vary_names:

@@ -148,6 +148,13 @@ class ResponseTooLargeError(CourierHTTPError):
     default_message = "{host} sent more data than we accept."
 
 
+def too_large(request: httpx.Request, cap: int) -> ResponseTooLargeError:
+    """The error for a response to `request` that passed `cap` bytes."""
+    return ResponseTooLargeError(
+        f"response to {request.method} {redact_url(request.url)} passed the {cap}-byte cap", request=request
+    )
+
+
 class BadResponseError(CourierHTTPError):
     """The body was not valid JSON, or not of the expected shape."""
 

@@ -24,12 +24,12 @@ from services.errors import (
     BadResponseError,
     ClientClosingError,
     DeadlineExceededError,
-    ResponseTooLargeError,
     error_for_exception,
     error_for_response,
+    too_large,
 )
 from services.ratelimit import HostLimiter
-from services.redact import redact_url
+from services.redact import LazyRedactedURL, redact_url
 from services.retry import (
     IDEMPOTENT_METHODS,
     Deadline,
@@ -50,6 +50,8 @@ from services.stats import (
 from services.transport import (
     build_request_fast,
     fast_transport_for,
+    read_capped,
+    refuse_declared_size,
     send_fast,
     transport_mode,
     transport_options,
@@ -135,29 +137,6 @@ def _origin(url: httpx.URL) -> str:
     return f"{url.scheme}://{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
 
 
-def _too_large(request: httpx.Request, cap: int) -> ResponseTooLargeError:
-    return ResponseTooLargeError(
-        f"response to {request.method} {redact_url(request.url)} passed the {cap}-byte cap", request=request
-    )
-
-
-async def _read_capped(response: httpx.Response, cap: int | None) -> None:
-    """Read the (decoded) body, aborting the moment it passes `cap`; Content-Length is not trusted."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if cap is not None and size > cap:
-                raise _too_large(response.request, cap)
-            chunks.append(chunk)
-    except BaseException:
-        await response.aclose()
-        raise
-    # What Response.aread() does, with the cap applied while reading.
-    response._content = b"".join(chunks)
-
-
 class _CappedStream(httpx.AsyncByteStream):
     """A response stream that raises once `cap` bytes have passed, and frees the host slot on close."""
 
@@ -178,7 +157,7 @@ class _CappedStream(httpx.AsyncByteStream):
         async for chunk in self._inner:
             self._seen += len(chunk)
             if self._cap is not None and self._seen > self._cap:
-                raise _too_large(self._request, self._cap)
+                raise too_large(self._request, self._cap)
             yield chunk
 
     async def aclose(self) -> None:
@@ -554,7 +533,7 @@ class HTTPClient:
             "WARNING" if response.status_code >= 500 else "DEBUG",
             "{} {} -> {} in {:.1f} ms",
             request.method,
-            redact_url(request.url),
+            LazyRedactedURL(request.url),
             response.status_code,
             elapsed * 1000,
         )
@@ -575,7 +554,8 @@ class HTTPClient:
             cache.hits += 1
             return cache.response(entry, request, "hit")
         validators = cache.conditional_headers(entry) if entry is not None else {}
-        request.headers.update(validators)
+        if validators:
+            request.headers.update(validators)
         response = await self._attempts(client, request, send_options, stream=False, call=call)
         if entry is not None and validators and response.status_code == 304:
             cache.revalidated += 1
@@ -689,22 +669,16 @@ class HTTPClient:
         call: _Call,
     ) -> httpx.Response:
         remaining = call.deadline.remaining()
-        cap = call.max_bytes
         try:
             async with asyncio.timeout(remaining):
-                response = await self._transmit(client, request, send_options, stream=True)
-                declared = response.headers.get("content-length", "")
-                if cap is not None and declared.isdigit() and int(declared) > cap:
-                    await response.aclose()
-                    raise _too_large(request, cap)
-                if not stream:
-                    await _read_capped(response, cap)
+                return await self._transmit(
+                    client, request, send_options, stream=stream, max_bytes=call.max_bytes
+                )
         except TimeoutError:
             where = f"{request.method} {redact_url(request.url)}"
             raise DeadlineExceededError(
                 f"{where} ran past its {call.deadline.seconds:g}s deadline", request=request
             ) from None
-        return response
 
     async def _transmit(
         self,
@@ -713,12 +687,23 @@ class HTTPClient:
         send_options: dict[str, Any],
         *,
         stream: bool,
+        max_bytes: int | None,
     ) -> httpx.Response:
-        """Hand one attempt to the client; the only place a request leaves the service."""
+        """Hand one attempt to the client; the only place a request leaves the service.
+
+        A body past `max_bytes` (declared or as it arrives) raises `ResponseTooLargeError`; without
+        `stream` the body comes back read.
+        """
         transport = fast_transport_for(client, request, send_options)
-        if transport is None:
-            return await client.send(request, stream=stream, **send_options)
-        return await send_fast(client, transport, request, send_options, stream=stream)
+        if transport is not None:
+            return await send_fast(
+                client, transport, request, send_options, stream=stream, max_bytes=max_bytes
+            )
+        response = await client.send(request, stream=True, **send_options)
+        await refuse_declared_size(response, max_bytes)
+        if not stream:
+            await read_capped(response, max_bytes)
+        return response
 
     async def get(self, url: httpx.URL | str, **options: Unpack[RequestOptions]) -> httpx.Response:
         """Send a GET."""

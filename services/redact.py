@@ -47,3 +47,18 @@ def redact_url(url: httpx.URL | str) -> str:
             safe="",
         )
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+class LazyRedactedURL:
+    """`redact_url(url)` computed only when formatted, so a filtered-out log line costs nothing."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: httpx.URL | str) -> None:
+        self.url = url
+
+    def __str__(self) -> str:
+        return redact_url(self.url)
+
+    def __format__(self, spec: str) -> str:
+        return format(redact_url(self.url), spec)

@@ -15,6 +15,7 @@ import httpx
 from httpx._utils import get_environment_proxies
 
 from services.config import HTTPSettings
+from services.errors import too_large
 from services.stats import ConnectionSnapshot, PoolState
 
 # h11 (httpcore) refuses header blocks over 100 KiB; llhttp has no limit of its own.
@@ -69,6 +70,7 @@ class _Connection(asyncio.Protocol):
         self.headers_done = False
         self.complete = False
         self.framed = False
+        self.declared = -1  # Content-Length, when the response has a valid one
         self.body: list[bytes] = []
         self.buffered = 0
         self._header_bytes = 0
@@ -152,7 +154,10 @@ class _Connection(asyncio.Protocol):
         self._header_bytes += len(name) + len(value) + 4
         if len(name) in (14, 17):
             lowered = name.lower()
-            if lowered in (b"content-length", b"transfer-encoding"):
+            if lowered == b"content-length":
+                self.framed = True
+                self.declared = int(value) if value.isdigit() else -1
+            elif lowered == b"transfer-encoding":
                 self.framed = True
 
     def on_headers_complete(self) -> None:
@@ -574,18 +579,27 @@ class FastTransport(httpx.AsyncBaseTransport):
         stream.response = response = self._response(conn, request, stream)
         return response
 
-    async def fetch(self, request: httpx.Request) -> httpx.Response:
-        """Send `request` and return its response with the body read (the service's fast path)."""
+    async def fetch(self, request: httpx.Request, max_bytes: int | None = None) -> httpx.Response:
+        """Send `request` and return its response with the body read (the service's fast path).
+
+        A body declared or received past `max_bytes` (raw, then decoded) raises `ResponseTooLargeError`.
+        """
         started = time.perf_counter()
         conn, timeouts = await self._exchange(request)
         chunks: list[bytes] = []
+        taken = 0
         try:
+            if max_bytes is not None and conn.declared > max_bytes:
+                raise too_large(request, max_bytes)
             read_timeout = timeouts.get("read")
             while not conn.complete:
                 if conn.error is not None:
                     raise conn.error
                 await self._read(conn, read_timeout)
+                if max_bytes is not None and taken + conn.buffered > max_bytes:
+                    raise too_large(request, max_bytes)
                 if conn.buffered > READ_HIGH_WATER:
+                    taken += conn.buffered
                     chunks.append(conn.take_body())  # also resumes a socket paused at the high-water mark
             if conn.error is not None:
                 raise conn.error
@@ -600,7 +614,7 @@ class FastTransport(httpx.AsyncBaseTransport):
         response = self._response(conn, request, httpx.ByteStream(body))
         self._release(conn, reuse=True)
         if conn_encoded(response):
-            response.read()  # decompresses through httpx's decoders
+            read_decoded(response, max_bytes)
         else:
             # What Response.read() ends with for an identity body, without its four generators.
             response._content = body
@@ -746,6 +760,43 @@ def conn_encoded(response: httpx.Response) -> bool:
     return "content-encoding" in response.headers
 
 
+def read_decoded(response: httpx.Response, cap: int | None) -> None:
+    """Decode an in-memory body through httpx's decoders, stopping the moment it passes `cap`."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if cap is not None and size > cap:
+            raise too_large(response.request, cap)
+        chunks.append(chunk)
+    response._content = b"".join(chunks)
+
+
+async def refuse_declared_size(response: httpx.Response, cap: int | None) -> None:
+    """Close `response` and raise `ResponseTooLargeError` if its Content-Length is past `cap`."""
+    declared = response.headers.get("content-length", "")
+    if cap is not None and declared.isdigit() and int(declared) > cap:
+        await response.aclose()
+        raise too_large(response.request, cap)
+
+
+async def read_capped(response: httpx.Response, cap: int | None) -> None:
+    """Read the (decoded) body, aborting the moment it passes `cap`; Content-Length is not trusted."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if cap is not None and size > cap:
+                raise too_large(response.request, cap)
+            chunks.append(chunk)
+    except BaseException:
+        await response.aclose()
+        raise
+    # What Response.aread() does, with the cap applied while reading.
+    response._content = b"".join(chunks)
+
+
 def _request_head(request: httpx.Request) -> bytes:
     """The request line and headers, serialized as HTTP/1.1 (RFC 9112 §3)."""
     parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
@@ -844,8 +895,12 @@ async def send_fast(
     send_options: dict[str, Any],
     *,
     stream: bool,
+    max_bytes: int | None = None,
 ) -> httpx.Response:
-    """Send like `client.send` (redirects, history, cookies, timeouts) straight through `transport`."""
+    """Send like `client.send` (redirects, history, cookies, timeouts) straight through `transport`.
+
+    Bodies past `max_bytes` raise `ResponseTooLargeError`: declared ones at once, read ones as they come.
+    """
     follow = send_options.get("follow_redirects", httpx.USE_CLIENT_DEFAULT)
     if isinstance(follow, httpx._client.UseClientDefault):
         follow = client.follow_redirects
@@ -857,8 +912,9 @@ async def send_fast(
             raise httpx.TooManyRedirects("Exceeded maximum allowed redirects.", request=request)
         if stream:
             response = await transport.handle_async_request(request)
+            await refuse_declared_size(response, max_bytes)
         else:
-            response = await transport.fetch(request)
+            response = await transport.fetch(request, max_bytes)
         try:
             if "set-cookie" in response.headers:
                 client.cookies.extract_cookies(response)
@@ -871,7 +927,8 @@ async def send_fast(
             if not follow:
                 response.next_request = next_request
                 return response
-            await response.aread()
+            if stream:
+                await read_capped(response, max_bytes)
         except BaseException:
             await response.aclose()
             raise
@@ -880,12 +937,9 @@ async def send_fast(
         if not isinstance(next_transport, FastTransport):
             # A hop onto a mount (proxy, HTTP/2): let httpx carry on from here, history intact.
             response = await client._send_handling_redirects(request, follow_redirects=True, history=history)
+            await refuse_declared_size(response, max_bytes)
             if not stream:
-                try:
-                    await response.aread()
-                except BaseException:
-                    await response.aclose()
-                    raise
+                await read_capped(response, max_bytes)
             return response
         transport = next_transport
 

@@ -83,11 +83,13 @@ def trickle(interval: float, size: int = 100) -> Behaviour:
     return behave
 
 
-def endless(chunk: int = 64 * 1024, limit: int = 100_000) -> Behaviour:
+def endless(
+    chunk: int = 64 * 1024, limit: int = 100_000, status: int = 200, headers: dict[str, str] | None = None
+) -> Behaviour:
     """Stream a chunked body with no end (bounded by `limit` chunks), until the client hangs up."""
 
     async def behave(seen: Seen, writer: asyncio.StreamWriter) -> None:
-        writer.write(_head(200, {"Transfer-Encoding": "chunked"}))
+        writer.write(_head(status, {"Transfer-Encoding": "chunked", **(headers or {})}))
         payload = f"{chunk:x}\r\n".encode() + b"y" * chunk + b"\r\n"
         for _ in range(limit):
             writer.write(payload)

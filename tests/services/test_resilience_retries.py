@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import gzip
 import time
 
 import httpx
@@ -146,6 +147,26 @@ async def test_stream_applies_the_size_cap_while_iterating(fast, fault_server):
     with pytest.raises(ResponseTooLargeError):
         await download()
     assert received <= 100_000  # a transport may hand over more than the cap in its first chunk
+
+
+async def test_endless_redirect_body_is_cut_at_the_size_cap(fast, fault_server):
+    fast(max_response_bytes=100_000)
+    url = fault_server.route("/hop", endless(status=302, headers={"Location": "/never"}))
+    with pytest.raises(ResponseTooLargeError):
+        await http_client.get(url)
+    with pytest.raises(ResponseTooLargeError):
+        async with http_client.stream("GET", url):
+            pass
+    assert fault_server.hits["/never"] == 0
+    assert http_client.get_pool_stats().in_flight == 0
+
+
+async def test_compressed_body_is_capped_once_decoded(fast, fault_server):
+    packed = gzip.compress(b"0" * 1_000_000)
+    url = fault_server.route("/bomb", reply(200, packed, {"Content-Encoding": "gzip"}))
+    with pytest.raises(ResponseTooLargeError):
+        await http_client.get(url, max_bytes=100_000)
+    assert len((await http_client.get(url, max_bytes=2_000_000)).content) == 1_000_000
 
 
 async def test_get_json_invalid_body_raises_bad_response(fast, fault_server):
