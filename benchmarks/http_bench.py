@@ -206,8 +206,8 @@ class RawPool:
 async def build(variant: str, url: str, ca: str) -> tuple[Callable[[], Awaitable[int]], Callable]:
     if variant == "courier":
         return await make_courier(url, ca, {})
-    if variant == "courier-h1":
-        return await make_courier(url, ca, {"HTTP_HTTP2": "false"})
+    if variant == "courier-h2":
+        return await make_courier(url, ca, {"HTTP_HTTP2": "true"})
     if variant == "courier-httpcore":
         return await make_courier(url, ca, {"HTTP_TRANSPORT": "httpcore"})
     if variant == "httpx":
@@ -413,7 +413,7 @@ def driver(args: argparse.Namespace) -> None:
 
 
 PLAIN = ["courier", "courier-httpcore", "httpx", "aiohttp", "raw"]
-TLS = ["courier", "courier-h1", "courier-httpcore", "httpx", "httpx-h2", "aiohttp", "raw"]
+TLS = ["courier", "courier-h2", "courier-httpcore", "httpx", "httpx-h2", "aiohttp", "raw"]
 LAG_VARIANTS = ["courier", "httpx", "aiohttp"]
 LAG_SECONDS = 3.0  # long enough for ~300 timer samples, so the p99 is not just the maximum
 

@@ -191,7 +191,7 @@ class HTTPSettings:
     read_timeout: float = 30.0
     write_timeout: float = 30.0
     pool_timeout: float = 10.0
-    http2: bool = True
+    http2: bool = False
     follow_redirects: bool = True
     max_redirects: int = 10
     verify_tls: bool = True

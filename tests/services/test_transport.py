@@ -493,9 +493,9 @@ def _transport_for(client: httpx.AsyncClient, url: str) -> httpx.AsyncBaseTransp
 @pytest.mark.parametrize(
     ("settings", "http_kind", "https_kind"),
     [
-        ({}, FastTransport, httpx.AsyncHTTPTransport),  # HTTP/2 on: only httpcore speaks it
-        ({"http2": False}, FastTransport, FastTransport),
-        ({"transport": "fast"}, FastTransport, FastTransport),
+        ({}, FastTransport, FastTransport),
+        ({"http2": True}, FastTransport, httpx.AsyncHTTPTransport),  # only httpcore speaks HTTP/2
+        ({"http2": True, "transport": "fast"}, FastTransport, FastTransport),
         ({"transport": "httpcore"}, httpx.AsyncHTTPTransport, httpx.AsyncHTTPTransport),
     ],
 )
