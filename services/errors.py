@@ -148,6 +148,13 @@ class ResponseTooLargeError(CourierHTTPError):
     default_message = "{host} sent more data than we accept."
 
 
+def deadline_exceeded(request: httpx.Request, seconds: float) -> DeadlineExceededError:
+    """The error for a call to `request` that ran past its `seconds`-long deadline."""
+    return DeadlineExceededError(
+        f"{request.method} {redact_url(request.url)} ran past its {seconds:g}s deadline", request=request
+    )
+
+
 def too_large(request: httpx.Request, cap: int) -> ResponseTooLargeError:
     """The error for a response to `request` that passed `cap` bytes."""
     return ResponseTooLargeError(

@@ -24,6 +24,7 @@ from services.errors import (
     BadResponseError,
     ClientClosingError,
     DeadlineExceededError,
+    deadline_exceeded,
     error_for_exception,
     error_for_response,
     too_large,
@@ -637,9 +638,7 @@ class HTTPClient:
         try:
             release = await r.limiter.acquire(request, min(r.policy.max_wait, call.deadline.remaining()))
             try:
-                response = await self._attempt_within_deadline(
-                    client, request, send_options, stream=stream, call=call
-                )
+                response = await self._transmit(client, request, send_options, stream=stream, call=call)
             except BaseException:
                 release()
                 raise
@@ -659,7 +658,7 @@ class HTTPClient:
         finally:
             r.breakers.record(origin, verdict, probe)
 
-    async def _attempt_within_deadline(
+    async def _transmit(
         self,
         client: httpx.AsyncClient,
         request: httpx.Request,
@@ -668,42 +667,31 @@ class HTTPClient:
         stream: bool,
         call: _Call,
     ) -> httpx.Response:
-        remaining = call.deadline.remaining()
-        try:
-            async with asyncio.timeout(remaining):
-                return await self._transmit(
-                    client, request, send_options, stream=stream, max_bytes=call.max_bytes
-                )
-        except TimeoutError:
-            where = f"{request.method} {redact_url(request.url)}"
-            raise DeadlineExceededError(
-                f"{where} ran past its {call.deadline.seconds:g}s deadline", request=request
-            ) from None
-
-    async def _transmit(
-        self,
-        client: httpx.AsyncClient,
-        request: httpx.Request,
-        send_options: dict[str, Any],
-        *,
-        stream: bool,
-        max_bytes: int | None,
-    ) -> httpx.Response:
         """Hand one attempt to the client; the only place a request leaves the service.
 
-        A body past `max_bytes` (declared or as it arrives) raises `ResponseTooLargeError`; without
-        `stream` the body comes back read.
+        The attempt ends by the call's deadline (`DeadlineExceededError`); a body past `call.max_bytes`
+        (declared or as it arrives) raises `ResponseTooLargeError`; without `stream` the body comes back read.
         """
         transport = fast_transport_for(client, request, send_options)
-        if transport is not None:
+        if transport is not None:  # it bounds each of its waits by the deadline: no timer needed here
             return await send_fast(
-                client, transport, request, send_options, stream=stream, max_bytes=max_bytes
+                client,
+                transport,
+                request,
+                send_options,
+                stream=stream,
+                max_bytes=call.max_bytes,
+                deadline=call.deadline,
             )
-        response = await client.send(request, stream=True, **send_options)
-        await refuse_declared_size(response, max_bytes)
-        if not stream:
-            await read_capped(response, max_bytes)
-        return response
+        try:
+            async with asyncio.timeout(call.deadline.remaining()):
+                response = await client.send(request, stream=True, **send_options)
+                await refuse_declared_size(response, call.max_bytes)
+                if not stream:
+                    await read_capped(response, call.max_bytes)
+                return response
+        except TimeoutError:
+            raise deadline_exceeded(request, call.deadline.seconds) from None
 
     async def get(self, url: httpx.URL | str, **options: Unpack[RequestOptions]) -> httpx.Response:
         """Send a GET."""

@@ -7,15 +7,16 @@ import datetime
 import ssl
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import httptools
 import httpx
 from httpx._utils import get_environment_proxies
 
 from services.config import HTTPSettings
-from services.errors import too_large
+from services.errors import deadline_exceeded, too_large
+from services.retry import Deadline
 from services.stats import ConnectionSnapshot, PoolState
 
 # h11 (httpcore) refuses header blocks over 100 KiB; llhttp has no limit of its own.
@@ -25,8 +26,14 @@ READ_HIGH_WATER = 256 * 1024
 # RFC 9110 §9.2.2: a request these methods make can be repeated without a different effect.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 DEFAULT_PORTS = {b"http": 80, b"https": 443}
+# Request extension holding the call's `Deadline`: every wait of the exchange ends by then, so the
+# service needs no timer of its own around a request that this transport carries.
+DEADLINE = "courier.deadline"
+# Timers may fire a hair early; a deadline this close counts as reached.
+DEADLINE_SLACK = 0.005
 
 Key = tuple[bytes, bytes, int]
+T = TypeVar("T")
 
 
 class _StaleConnectionError(Exception):
@@ -59,6 +66,7 @@ class _Connection(asyncio.Protocol):
         self._last_read = 0.0
         self._write_paused = False
         self._read_paused = False
+        self.deadline: Deadline | None = None
         self._begin_exchange(False)
 
     def _begin_exchange(self, head: bool) -> None:
@@ -230,21 +238,33 @@ class _Connection(asyncio.Protocol):
         return data
 
     async def wait(self, limit: float | None, *, reads: bool = True) -> None:
-        """Wait for the next event; `limit` seconds without one (or without data) raise `_TimedOut`."""
+        """Wait for the next event; `limit` seconds without one (or without data), or the exchange's
+        deadline, raise `_TimedOut`."""
         waiter = self._waiter = self.loop.create_future()
-        if limit is not None:
-            self._timer = self.loop.call_later(limit, self._on_timeout, limit, reads)
+        delay = _within(limit, self.deadline)
+        if delay is not None:
+            self._timer = self.loop.call_later(delay, self._on_timeout, limit, reads)
         try:
             await waiter
         finally:
             self._cancel_timer()
             self._waiter = None
 
-    def _on_timeout(self, timeout: float, reads: bool) -> None:
+    def _on_timeout(self, timeout: float | None, reads: bool) -> None:
         self._timer = None
-        idle_for = self.loop.time() - self._last_read
-        if reads and self.received and idle_for < timeout:  # data arrived meanwhile: wait the rest
-            self._timer = self.loop.call_later(timeout - idle_for, self._on_timeout, timeout, reads)
+        rest = None  # how much longer the wait may really go on
+        if reads and self.received and timeout is not None:
+            idle_for = self.loop.time() - self._last_read
+            if idle_for < timeout:  # data arrived meanwhile: wait the rest
+                rest = timeout - idle_for
+        if self.deadline is not None:
+            left = self.deadline.remaining()
+            if left <= DEADLINE_SLACK:
+                rest = None
+            elif timeout is None or rest is not None:
+                rest = left if rest is None else min(rest, left)
+        if rest is not None:
+            self._timer = self.loop.call_later(rest, self._on_timeout, timeout, reads)
             return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -277,6 +297,7 @@ class _ResponseStream(httpx.AsyncByteStream):
         conn = self._conn
         if conn is None:
             return
+        conn.deadline = None  # the call's deadline covers the answer's head; a streamed body takes its time
         try:
             while True:
                 chunk = conn.take_body()
@@ -605,6 +626,8 @@ class FastTransport(httpx.AsyncBaseTransport):
                 raise conn.error
         except BaseException as exc:
             self._release(conn, reuse=False)
+            if isinstance(exc, httpx.TimeoutException):
+                _raise_if_past_deadline(request)
             if isinstance(exc, httpx.RequestError):
                 exc.request = request
             raise
@@ -650,25 +673,7 @@ class FastTransport(httpx.AsyncBaseTransport):
         body = b"".join(stream) if isinstance(stream, httpx.ByteStream) else None
         fresh = False
         while True:
-            try:
-                conn = await self._acquire(key, timeouts.get("pool"), fresh=fresh)
-            except _PoolTimedOut:
-                raise httpx.PoolTimeout("timed out waiting for a connection", request=request) from None
-            if conn is None:
-                try:
-                    conn = await self._connect(key, timeouts.get("connect"))
-                except BaseException:
-                    self._unreserve(key)
-                    raise
-                self._connecting[key] -= 1
-                if not self._connecting[key]:
-                    del self._connecting[key]
-                if self._closed:
-                    self._forget(conn)
-                    conn.abort()
-                    raise RuntimeError("the transport is closed")
-                conn.in_use = True
-                self._active.add(conn)
+            conn = await self._checkout(key, request, timeouts, fresh=fresh)
             reused = conn.requests > 0
             try:
                 await self._send(conn, request, head, body, timeouts)
@@ -682,11 +687,43 @@ class FastTransport(httpx.AsyncBaseTransport):
                 fresh = True
             except httpx.TransportError as exc:
                 self._release(conn, reuse=False)
+                if isinstance(exc, httpx.TimeoutException):
+                    _raise_if_past_deadline(request)
                 exc.request = request
                 raise
             except BaseException:
                 self._release(conn, reuse=False)
                 raise
+
+    async def _checkout(
+        self, key: Key, request: httpx.Request, timeouts: dict[str, float | None], *, fresh: bool
+    ) -> _Connection:
+        """An idle connection of `key`, or a new one, within the pool and connect timeouts."""
+        deadline: Deadline | None = request.extensions.get(DEADLINE)
+        try:
+            conn = await self._acquire(key, _within(timeouts.get("pool"), deadline), fresh=fresh)
+        except _PoolTimedOut:
+            _raise_if_past_deadline(request)
+            raise httpx.PoolTimeout("timed out waiting for a connection", request=request) from None
+        if conn is not None:
+            return conn
+        try:
+            conn = await self._connect(key, _within(timeouts.get("connect"), deadline))
+        except BaseException as exc:
+            self._unreserve(key)
+            if isinstance(exc, httpx.TimeoutException):
+                _raise_if_past_deadline(request)
+            raise
+        self._connecting[key] -= 1
+        if not self._connecting[key]:
+            del self._connecting[key]
+        if self._closed:
+            self._forget(conn)
+            conn.abort()
+            raise RuntimeError("the transport is closed")
+        conn.in_use = True
+        self._active.add(conn)
+        return conn
 
     async def _send(
         self,
@@ -703,6 +740,7 @@ class FastTransport(httpx.AsyncBaseTransport):
             raise _StaleConnectionError(error, sent=False)
         conn.requests += 1
         conn._begin_exchange(request.method == "HEAD")
+        conn.deadline = request.extensions.get(DEADLINE)
         write_timeout = timeouts.get("write")
         if body is not None:
             transport.write(head + body if len(body) < 65536 else head)
@@ -748,6 +786,32 @@ class FastTransport(httpx.AsyncBaseTransport):
 
 class _PoolTimedOut(Exception):
     """Internal: a queued request waited longer than the pool timeout."""
+
+
+def _within(limit: float | None, deadline: Deadline | None) -> float | None:
+    """`limit` seconds, or fewer when the call's deadline comes first."""
+    if deadline is None:
+        return limit
+    left = deadline.remaining()
+    return left if limit is None or left < limit else limit
+
+
+def _raise_if_past_deadline(request: httpx.Request) -> None:
+    """Turn a timeout that came from the call's deadline into `DeadlineExceededError`."""
+    deadline: Deadline | None = request.extensions.get(DEADLINE)
+    if deadline is not None and deadline.remaining() <= DEADLINE_SLACK:
+        raise deadline_exceeded(request, deadline.seconds) from None
+
+
+async def _bounded(step: Awaitable[T], request: httpx.Request, deadline: Deadline | None) -> T:
+    """Await `step` within `deadline`, for the rare steps that don't run through this transport."""
+    if deadline is None:
+        return await step
+    try:
+        async with asyncio.timeout(deadline.remaining()):
+            return await step
+    except TimeoutError:
+        raise deadline_exceeded(request, deadline.seconds) from None
 
 
 def _expire(future: asyncio.Future[Any]) -> None:
@@ -896,16 +960,21 @@ async def send_fast(
     *,
     stream: bool,
     max_bytes: int | None = None,
+    deadline: Deadline | None = None,
 ) -> httpx.Response:
     """Send like `client.send` (redirects, history, cookies, timeouts) straight through `transport`.
 
     Bodies past `max_bytes` raise `ResponseTooLargeError`: declared ones at once, read ones as they come.
+    Every wait, over every hop, ends by `deadline` with `DeadlineExceededError` (a streamed final body
+    excepted).
     """
     follow = send_options.get("follow_redirects", httpx.USE_CLIENT_DEFAULT)
     if isinstance(follow, httpx._client.UseClientDefault):
         follow = client.follow_redirects
     if "timeout" not in request.extensions:
         request.extensions = {**request.extensions, "timeout": client.timeout.as_dict()}
+    if deadline is not None:
+        request.extensions = {**request.extensions, DEADLINE: deadline}  # redirects carry extensions on
     history: list[httpx.Response] = []
     while True:
         if len(history) > client.max_redirects:
@@ -928,7 +997,7 @@ async def send_fast(
                 response.next_request = next_request
                 return response
             if stream:
-                await read_capped(response, max_bytes)
+                await _bounded(read_capped(response, max_bytes), request, deadline)
         except BaseException:
             await response.aclose()
             raise
@@ -936,10 +1005,11 @@ async def send_fast(
         next_transport = client._transport_for_url(request.url)
         if not isinstance(next_transport, FastTransport):
             # A hop onto a mount (proxy, HTTP/2): let httpx carry on from here, history intact.
-            response = await client._send_handling_redirects(request, follow_redirects=True, history=history)
+            hop = client._send_handling_redirects(request, follow_redirects=True, history=history)
+            response = await _bounded(hop, request, deadline)
             await refuse_declared_size(response, max_bytes)
             if not stream:
-                await read_capped(response, max_bytes)
+                await _bounded(read_capped(response, max_bytes), request, deadline)
             return response
         transport = next_transport
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import gzip
 import time
@@ -115,6 +116,35 @@ async def test_deadline_bounds_attempts_and_waits(fast, fault_server):
     assert isinstance(caught.value, TimedOutError)
     assert "deadline" in str(caught.value)
     assert fault_server.hits["/hang"] == 1
+
+
+async def test_deadline_cuts_a_body_that_keeps_trickling_within_the_read_timeout(fast, fault_server):
+    fast(read_timeout=0.2, retries=0)  # shorter than the deadline: each byte restarts the read timer
+    url = fault_server.route("/trickle", trickle(interval=0.05, size=200))
+    with pytest.raises(DeadlineExceededError):
+        await http_client.get(url, deadline=0.5)
+
+
+async def test_deadline_bounds_the_wait_for_a_pooled_connection(fast, fault_server):
+    fast(max_connections=1, max_keepalive_connections=1, pool_timeout=10.0, read_timeout=10.0, retries=0)
+    hung = fault_server.route("/hang", hang())
+    url = fault_server.route("/ok", reply(200, b"ok"))
+    holder = asyncio.create_task(http_client.get(hung, deadline=5))
+    await asyncio.sleep(0.1)  # the only connection is taken
+    with pytest.raises(DeadlineExceededError):
+        await http_client.get(url, deadline=0.2)
+    holder.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holder
+    assert fault_server.hits["/ok"] == 0
+
+
+async def test_deadline_covers_a_streamed_head_not_its_body(fast, fault_server):
+    fast(read_timeout=1.0, retries=0)
+    url = fault_server.route("/trickle", trickle(interval=0.05, size=10))
+    async with http_client.stream("GET", url, deadline=0.2) as response:
+        body = await response.aread()
+    assert body == b"x" * 10
 
 
 async def test_endless_body_is_cut_at_the_size_cap(fast, fault_server):
