@@ -31,6 +31,8 @@ DEFAULT_PORTS = {b"http": 80, b"https": 443}
 DEADLINE = "courier.deadline"
 # Timers may fire a hair early; a deadline this close counts as reached.
 DEADLINE_SLACK = 0.005
+# A timer firing this close to when a wait is due ends the wait instead of re-arming.
+TIMER_SLACK = 0.001
 
 Key = tuple[bytes, bytes, int]
 T = TypeVar("T")
@@ -63,6 +65,9 @@ class _Connection(asyncio.Protocol):
         self.error: httpx.TransportError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._wait_due: float | None = None  # loop time the current wait times out, unless data arrives
+        self._wait_limit: float | None = None
+        self._wait_reads = True
         self._last_read = 0.0
         self._write_paused = False
         self._read_paused = False
@@ -242,33 +247,36 @@ class _Connection(asyncio.Protocol):
         deadline, raise `_TimedOut`."""
         waiter = self._waiter = self.loop.create_future()
         delay = _within(limit, self.deadline)
-        if delay is not None:
-            self._timer = self.loop.call_later(delay, self._on_timeout, limit, reads)
+        if delay is None:
+            self._wait_due = None
+        else:
+            due = self._wait_due = self.loop.time() + delay
+            self._wait_limit, self._wait_reads = limit, reads
+            # One timer per connection, re-armed lazily: most waits end long before it fires, and
+            # arming and cancelling a timer for each of them costs more than the wait itself.
+            if self._timer is None or self._timer.when() > due:
+                self._cancel_timer()
+                self._timer = self.loop.call_at(due, self._on_timer)
         try:
             await waiter
         finally:
-            self._cancel_timer()
             self._waiter = None
 
-    def _on_timeout(self, timeout: float | None, reads: bool) -> None:
+    def _on_timer(self) -> None:
         self._timer = None
-        rest = None  # how much longer the wait may really go on
-        if reads and self.received and timeout is not None:
-            idle_for = self.loop.time() - self._last_read
-            if idle_for < timeout:  # data arrived meanwhile: wait the rest
-                rest = timeout - idle_for
-        if self.deadline is not None:
-            left = self.deadline.remaining()
-            if left <= DEADLINE_SLACK:
-                rest = None
-            elif timeout is None or rest is not None:
-                rest = left if rest is None else min(rest, left)
-        if rest is not None:
-            self._timer = self.loop.call_later(rest, self._on_timeout, timeout, reads)
+        waiter, due = self._waiter, self._wait_due
+        if waiter is None or waiter.done() or due is None:
+            return  # no wait with a limit is running: stay disarmed until the next one
+        now = self.loop.time()
+        limit = self._wait_limit
+        if self._wait_reads and self.received and limit is not None:
+            due = max(due, self._last_read + limit)  # data arrived meanwhile: the read limit restarts
+            if self.deadline is not None:
+                due = min(due, now + self.deadline.remaining())
+        if due - now > TIMER_SLACK:
+            self._timer = self.loop.call_at(due, self._on_timer)
             return
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(_TimedOut())
+        waiter.set_exception(_TimedOut())
 
     async def drain(self, limit: float | None) -> None:
         """Wait until the kernel took our buffered request bytes."""
