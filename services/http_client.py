@@ -129,6 +129,10 @@ class _Resilience:
         )
 
 
+def _noop() -> None:
+    return None
+
+
 def _settle(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -636,7 +640,10 @@ class HTTPClient:
         r = self.resilience
         verdict: Verdict = "neutral"
         try:
-            release = await r.limiter.acquire(request, min(r.policy.max_wait, call.deadline.remaining()))
+            if r.limiter.unlimited(request.url.host):
+                release = _noop
+            else:
+                release = await r.limiter.acquire(request, min(r.policy.max_wait, call.deadline.remaining()))
             try:
                 response = await self._transmit(client, request, send_options, stream=stream, call=call)
             except BaseException:

@@ -15,6 +15,7 @@ from services.config import HostLimit
 from services.errors import RateLimitedError, parse_retry_after
 
 MAX_BLOCKED_HOSTS = 1024
+MAX_REMEMBERED_HOSTS = 1024
 
 
 def _noop() -> None:
@@ -32,6 +33,7 @@ class HostLimiter:
         # Hosts that told us (X-RateLimit-Remaining: 0, or a 429 with Retry-After) to stay away until then.
         self._blocked: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._by_host: dict[str, HostLimit | None] = {}
         # A semaphore binds to the loop that first waits on it, so each loop gets its own.
         self._semaphores: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]
@@ -40,10 +42,19 @@ class HostLimiter:
 
     def limit_for(self, host: str) -> HostLimit | None:
         """The configured limit covering `host`, if any."""
-        for limit in self._limits:
-            if limit.matches(host):
-                return limit
-        return None
+        try:
+            return self._by_host[host]
+        except KeyError:
+            pass
+        found = next((limit for limit in self._limits if limit.matches(host)), None)
+        if len(self._by_host) >= MAX_REMEMBERED_HOSTS:
+            self._by_host.clear()
+        self._by_host[host] = found
+        return found
+
+    def unlimited(self, host: str) -> bool:
+        """Whether a request to `host` may go at once, with nothing to wait for or release."""
+        return not self._blocked and (not self._limits or self.limit_for(host) is None)
 
     async def acquire(self, request: httpx.Request, budget: float) -> Callable[[], None]:
         """Wait for a turn for the request's host, at most `budget` seconds; returns the release.
