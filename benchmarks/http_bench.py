@@ -248,7 +248,26 @@ async def run_workers(
     return sent
 
 
-async def measure_cell(variant: str, url: str, ca: str, requests: int, concurrency: int, lag: bool) -> dict:
+async def run_paced(one: Callable[[], Awaitable[int]], rate: float, seconds: float, concurrency: int) -> int:
+    """Offer `rate` requests a second for `seconds`, at most `concurrency` at once, as a bot's load comes."""
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(concurrency)
+    running: set[asyncio.Task[int]] = set()
+    total = int(rate * seconds)
+    start = loop.time()
+    for i in range(total):
+        await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
+        await gate.acquire()
+        task = asyncio.create_task(one())
+        running.add(task)
+        task.add_done_callback(lambda t: (running.discard(t), gate.release()))
+    await asyncio.gather(*running)
+    return total
+
+
+async def measure_cell(
+    variant: str, url: str, ca: str, requests: int, concurrency: int, lag: bool, rate: float = 0.0
+) -> dict:
     one, close = await build(variant, url, ca)
     try:
         await run_workers(one, max(concurrency * 5, requests // 10), concurrency)  # warm up the pool
@@ -264,7 +283,10 @@ async def measure_cell(variant: str, url: str, ca: str, requests: int, concurren
 
         tick = asyncio.create_task(ticker()) if lag else None
         cpu, wall = time.process_time(), time.perf_counter()
-        sent = await run_workers(one, requests, concurrency, LAG_SECONDS if lag else 0.0)
+        if rate:
+            sent = await run_paced(one, rate, LAG_SECONDS, concurrency)
+        else:
+            sent = await run_workers(one, requests, concurrency, LAG_SECONDS if lag else 0.0)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         done = True
         if tick is not None:
@@ -281,7 +303,7 @@ async def measure_cell(variant: str, url: str, ca: str, requests: int, concurren
 def cell_main(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
     result = asyncio.run(
-        measure_cell(args.variant, args.url, args.ca, args.requests, args.concurrency, args.lag)
+        measure_cell(args.variant, args.url, args.ca, args.requests, args.concurrency, args.lag, args.rate)
     )
     print(json.dumps(result))
 
@@ -289,7 +311,9 @@ def cell_main(args: argparse.Namespace) -> None:
 # --- the driver -----------------------------------------------------------------------------------
 
 
-def run_cell(variant: str, url: str, ca: str, requests: int, concurrency: int, lag: bool = False) -> dict:
+def run_cell(
+    variant: str, url: str, ca: str, requests: int, concurrency: int, lag: bool = False, rate: float = 0.0
+) -> dict:
     command = [
         sys.executable,
         __file__,
@@ -307,6 +331,8 @@ def run_cell(variant: str, url: str, ca: str, requests: int, concurrency: int, l
     ]
     if lag:
         command.append("--lag")
+    if rate:
+        command += ["--rate", str(rate)]
     out = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{variant} c={concurrency} {url} failed:\n{out.stderr[-2000:]}")
@@ -380,8 +406,9 @@ def driver(args: argparse.Namespace) -> None:
         )
         results: dict[str, dict] = {title: {} for title, *_ in suites}
         lag: dict[str, list[float]] = {v: [] for v in LAG_VARIANTS}
+        paced: dict[str, list[dict]] = {v: [] for v in LAG_VARIANTS}
         for round_no in range(args.rounds):
-            for title, url, requests, variants in suites:
+            for title, url, requests, variants in [] if args.lag_only else suites:
                 for c in levels:
                     # Interleaved, with the order rotating per round, so drift hits every variant alike.
                     shift = round_no % len(variants)
@@ -396,19 +423,26 @@ def driver(args: argparse.Namespace) -> None:
             for v in LAG_VARIANTS:
                 cell = run_cell(v, suites[0][1], str(ca), args.requests, 100, lag=True)
                 lag[v].append(cell["lag_p99"] * 1000)
+                paced[v].append(run_cell(v, suites[0][1], str(ca), 0, 100, lag=True, rate=PACED_RATE))
         print(
             f"\nClient CPU seconds per 10,000 requests (median of {args.rounds} rounds), req/s, CPU ratios; "
             f"every pool keeps up to {POOL} connections alive."
         )
-        for title, _, _, variants in suites:
+        for title, _, _, variants in [] if args.lag_only else suites:
             print_table(title, variants, levels, results[title])
         print(
-            f"\n### Event-loop lag during a {LAG_SECONDS:g} s c=100 burst, plain HTTP/1.1 small JSON "
-            "(p99 delay of a 10 ms timer, median of rounds)\n"
+            f"\n### Event-loop lag over {LAG_SECONDS:g} s at c=100, flat out and at a rate a bot sees, plain "
+            "HTTP/1.1 small JSON (p99 delay of a 10 ms timer, median of rounds)\n"
         )
-        print("| client | p99 lag ms |\n|---|---:|")
+        print(
+            f"| client | p99 lag ms, flat out | p99 lag ms, {PACED_RATE:g} req/s offered "
+            "| CPU s/10k at that rate |"
+        )
+        print("|---|---:|---:|---:|")
         for v in LAG_VARIANTS:
-            print(f"| {v} | {statistics.median(lag[v]):.1f} |")
+            paced_lag = statistics.median(c["lag_p99"] * 1000 for c in paced[v])
+            paced_cpu = statistics.median(c["cpu"] / c["requests"] * 10_000 for c in paced[v])
+            print(f"| {v} | {statistics.median(lag[v]):.1f} | {paced_lag:.1f} | {paced_cpu:.2f} |")
     finally:
         proc.send_signal(signal.SIGQUIT)
         try:
@@ -422,6 +456,7 @@ def driver(args: argparse.Namespace) -> None:
 PLAIN = ["courier", "courier-httpcore", "httpx", "aiohttp", "raw"]
 TLS = ["courier", "courier-h2", "courier-httpcore", "httpx", "httpx-h2", "aiohttp", "raw"]
 LAG_VARIANTS = ["courier", "httpx", "aiohttp"]
+PACED_RATE = 500.0  # below what every client sustains at c=100, so all do the same work
 LAG_SECONDS = 3.0  # long enough for ~300 timer samples, so the p99 is not just the maximum
 
 
@@ -433,6 +468,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000, help="small-body requests per cell")
     parser.add_argument("--large-requests", type=int, default=2_000, help="100 KB requests per cell")
     parser.add_argument("--levels", default="1,10,100", help="concurrency levels (default 1,10,100)")
+    parser.add_argument("--lag-only", action="store_true", help="only the event-loop lag table")
     parser.add_argument("--quick", action="store_true", help="1 round, 3000 requests, no TLS 100 KB suite")
     parser.add_argument("--cell", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
@@ -440,6 +476,7 @@ def main() -> None:
     parser.add_argument("--ca", help=argparse.SUPPRESS)
     parser.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--lag", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
         cell_main(args)
