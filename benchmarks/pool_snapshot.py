@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import time
 
 from aiohttp import web
+from loguru import logger
 
 from services.config import HTTPSettings
 from services.http_client import HTTPClient
@@ -20,6 +22,8 @@ REQUESTS = 500
 
 
 async def main() -> None:
+    logger.remove()
+    logger.add(sys.stderr, level="INFO")  # what a bot runs with: the DEBUG line per request is filtered
     release = asyncio.Event()
 
     async def held(request: web.Request) -> web.Response:
