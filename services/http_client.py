@@ -458,11 +458,7 @@ class HTTPClient:
         call = self._call(options)
         task = self._admit()
         try:
-            client = await self.get_client()
-            request, send_options = self._build_request(client, method, url, options)
-            if call.idempotency_key is not None:
-                request.headers["Idempotency-Key"] = call.idempotency_key
-            response = await self._send(client, request, send_options, stream=False, call=call)
+            response = await self._open(method, url, options, call, stream=False)
         except asyncio.CancelledError:
             self._raise_if_drained(task)
             raise
@@ -471,6 +467,16 @@ class HTTPClient:
         if raise_for_status and (error := error_for_response(response)) is not None:
             raise error
         return response
+
+    async def _open(
+        self, method: str, url: httpx.URL | str, options: RequestOptions, call: _Call, *, stream: bool
+    ) -> httpx.Response:
+        """Build the request on the running loop's client and send it, body read unless `stream`."""
+        client = await self.get_client()
+        request, send_options = self._build_request(client, method, url, options)
+        if call.idempotency_key is not None:
+            request.headers["Idempotency-Key"] = call.idempotency_key
+        return await self._send(client, request, send_options, stream=stream, call=call)
 
     def _call(self, options: RequestOptions) -> _Call:
         """Take the resilience keywords out of `options`, with the settings as defaults."""
@@ -749,11 +755,7 @@ class HTTPClient:
         call = self._call(options)
         task = self._admit()
         try:
-            client = await self.get_client()
-            request, send_options = self._build_request(client, method, url, options)
-            if call.idempotency_key is not None:
-                request.headers["Idempotency-Key"] = call.idempotency_key
-            response = await self._send(client, request, send_options, stream=True, call=call)
+            response = await self._open(method, url, options, call, stream=True)
             try:
                 if raise_for_status and (error := error_for_response(response)) is not None:
                     raise error
