@@ -130,7 +130,10 @@ async def test_deadline_bounds_the_wait_for_a_pooled_connection(fast, fault_serv
     hung = fault_server.route("/hang", hang())
     url = fault_server.route("/ok", reply(200, b"ok"))
     holder = asyncio.create_task(http_client.get(hung, deadline=5))
-    await asyncio.sleep(0.1)  # the only connection is taken
+    for _ in range(200):  # bounded wait until the only connection is taken
+        if fault_server.hits["/hang"]:
+            break
+        await asyncio.sleep(0.01)
     with pytest.raises(DeadlineExceededError):
         await http_client.get(url, deadline=0.2)
     holder.cancel()
