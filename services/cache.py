@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from services.headers import header_names
 from services.stats import CacheStats
 
 CACHEABLE_STATUSES = frozenset({200, 203, 300, 301, 404, 410})
@@ -129,8 +130,16 @@ class ResponseCache:
         """Whether anything can be stored at all."""
         return self.max_entries > 0 and self.max_bytes > 0
 
-    def key(self, request: httpx.Request) -> str | None:
-        """The key `request` is stored under, or None when the cache must stay out of its way."""
+    @property
+    def entries(self) -> int:
+        """How many responses are stored."""
+        return len(self._entries)
+
+    def admits(self, request: httpx.Request) -> bool:
+        """Whether the cache may answer or store `request` at all."""
+        return self._admitted(request) is not None
+
+    def _admitted(self, request: httpx.Request) -> dict[bytes, bytes] | None:
         if request.method != "GET":
             return None
         found = _raw_headers(request.headers, _KEY_HEADERS)
@@ -138,6 +147,13 @@ class ResponseCache:
             return None  # the caller is doing its own validation or partial fetch
         cache_control = found.get(b"cache-control")
         if cache_control is not None and b"no-store" in cache_control.lower():
+            return None
+        return found
+
+    def key(self, request: httpx.Request) -> str | None:
+        """The key `request` is stored under, or None when the cache must stay out of its way."""
+        found = self._admitted(request)
+        if found is None:
             return None
         key = str(request.url)
         credentials = found.get(b"authorization") or found.get(b"cookie")
@@ -167,14 +183,20 @@ class ResponseCache:
             headers["If-Modified-Since"] = entry.last_modified
         return headers
 
+    @staticmethod
+    def storable(response: httpx.Response) -> bool:
+        """A quick first look: whether `store` could keep `response` at all."""
+        if response.status_code not in CACHEABLE_STATUSES or header_names(response).isdisjoint(
+            _STORABLE_IF_ANY
+        ):
+            return False
+        found = _raw_headers(response.headers, _STORABLE_IF_ANY)
+        # Most API answers say nothing of how long they stay fresh and carry nothing to revalidate with.
+        return bool(found) and b"no-store" not in found.get(b"cache-control", b"").lower()
+
     def store(self, key: str, request: httpx.Request, response: httpx.Response) -> None:
         """Keep `response` (already read) if RFC 9111 allows and it fits."""
-        if response.status_code not in CACHEABLE_STATUSES:
-            return
-        found = _raw_headers(response.headers, _STORABLE_IF_ANY)
-        if not found:
-            return  # most API answers: nothing says how long they stay fresh, nothing to revalidate with
-        if b"no-store" in found.get(b"cache-control", b"").lower():
+        if not self.storable(response):
             return
         directives = parse_cache_control(response.headers.get("cache-control"))
         vary_names = [v.strip().lower() for v in response.headers.get("vary", "").split(",") if v.strip()]

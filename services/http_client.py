@@ -518,9 +518,8 @@ class HTTPClient:
         started = time.perf_counter()
         try:
             cache = self.resilience.cache
-            key = cache.key(request) if call.cache and not stream and cache.enabled else None
-            if key is not None:
-                response = await self._send_cached(client, request, send_options, call, key)
+            if call.cache and not stream and cache.enabled and cache.admits(request):
+                response = await self._send_cached(client, request, send_options, call)
             else:
                 response = await self._attempts(client, request, send_options, stream=stream, call=call)
         except httpx.HTTPError as exc:
@@ -556,11 +555,12 @@ class HTTPClient:
         request: httpx.Request,
         send_options: dict[str, Any],
         call: _Call,
-        key: str,
     ) -> httpx.Response:
         """Answer from the cache when fresh, revalidate when stale, store what may be stored."""
         cache = self.resilience.cache
-        entry, fresh = cache.lookup(key, request)
+        # The key (the URL as text) is only worth building when there is something to look up or keep.
+        key = cache.key(request) if cache.entries else None
+        entry, fresh = cache.lookup(key, request) if key is not None else (None, False)
         if entry is not None and fresh:
             cache.hits += 1
             return cache.response(entry, request, "hit")
@@ -568,12 +568,15 @@ class HTTPClient:
         if validators:
             request.headers.update(validators)
         response = await self._attempts(client, request, send_options, stream=False, call=call)
-        if entry is not None and validators and response.status_code == 304:
+        if key is not None and entry is not None and validators and response.status_code == 304:
             cache.revalidated += 1
             cache.freshen(key, entry, response)
             return cache.response(entry, request, "revalidated")
         cache.misses += 1
-        cache.store(key, request, response)
+        if cache.storable(response):
+            key = key or cache.key(request)  # validators come only with a key: still admitted
+            if key is not None:
+                cache.store(key, request, response)
         return response
 
     async def _attempts(

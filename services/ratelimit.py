@@ -13,6 +13,7 @@ from loguru import logger
 
 from services.config import HostLimit
 from services.errors import RateLimitedError, parse_retry_after
+from services.headers import header_names
 
 MAX_BLOCKED_HOSTS = 1024
 MAX_REMEMBERED_HOSTS = 1024
@@ -120,6 +121,8 @@ class HostLimiter:
 
     def observe(self, response: httpx.Response) -> None:
         """Learn a host's exhausted quota from its headers, so later calls don't spend a request."""
+        if response.status_code != 429 and b"x-ratelimit-remaining" not in header_names(response):
+            return
         headers = response.headers
         exhausted = headers.get("x-ratelimit-remaining") == "0"
         if not exhausted and response.status_code != 429:

@@ -23,6 +23,7 @@ from httpx._utils import get_environment_proxies
 
 from services.config import HTTPSettings
 from services.errors import deadline_exceeded, too_large
+from services.headers import HEADER_NAMES, header_names
 from services.retry import Deadline
 from services.stats import ConnectionSnapshot, PoolState
 
@@ -86,7 +87,10 @@ class _Connection(asyncio.Protocol):
         self.received = False
         self.status = 0
         self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        # In httpx.Headers' own layout (raw name, lowercased name, value), so no pass re-normalizes it.
+        self.headers: list[tuple[bytes, bytes, bytes]] = []
+        self.names: set[bytes] = set()  # lowercased names, for lookups that need no value
+        self.ascii = True
         self.headers_done = False
         self.complete = False
         self.framed = False
@@ -170,15 +174,16 @@ class _Connection(asyncio.Protocol):
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        lowered = name.lower()
+        self.headers.append((name, lowered, value))
+        self.names.add(lowered)
+        self.ascii = self.ascii and value.isascii() and name.isascii()
         self._header_bytes += len(name) + len(value) + 4
-        if len(name) in (14, 17):
-            lowered = name.lower()
-            if lowered == b"content-length":
-                self.framed = True
-                self.declared = int(value) if value.isdigit() else -1
-            elif lowered == b"transfer-encoding":
-                self.framed = True
+        if lowered == b"content-length":
+            self.framed = True
+            self.declared = int(value) if value.isdigit() else -1
+        elif lowered == b"transfer-encoding":
+            self.framed = True
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -204,6 +209,8 @@ class _Connection(asyncio.Protocol):
         if not self.headers_done:  # the end of a 1xx: forget it
             self.reason = b""
             self.headers = []
+            self.names = set()
+            self.ascii = True
             self.framed = False
             return
         if self.head:
@@ -649,9 +656,10 @@ class FastTransport(httpx.AsyncBaseTransport):
         body = conn.take_body()
         if chunks:
             body = b"".join([*chunks, body])
+        encoded = b"content-encoding" in conn.names
         response = self._response(conn, request, httpx.ByteStream(body))
         self._release(conn, reuse=True)
-        if conn_encoded(response):
+        if encoded:
             read_decoded(response, max_bytes)
         else:
             # What Response.read() ends with for an identity body, without its four generators.
@@ -662,14 +670,16 @@ class FastTransport(httpx.AsyncBaseTransport):
         return response
 
     def _response(self, conn: _Connection, request: httpx.Request, stream: Any) -> httpx.Response:
-        version = self._version(conn)
-        return httpx.Response(
-            conn.status,
-            headers=conn.headers,
-            stream=stream,
-            request=request,
-            extensions={"http_version": version, "reason_phrase": conn.reason},
-        )
+        extensions = {
+            "http_version": self._version(conn),
+            "reason_phrase": conn.reason,
+            HEADER_NAMES: conn.names,
+        }
+        response = httpx.Response(conn.status, stream=stream, request=request, extensions=extensions)
+        response.headers._list = conn.headers  # parsed in httpx's layout already
+        if conn.ascii:
+            response.headers.encoding = "ascii"
+        return response
 
     @staticmethod
     def _version(conn: _Connection) -> bytes:
@@ -834,11 +844,6 @@ def _expire(future: asyncio.Future[Any]) -> None:
         future.set_exception(_PoolTimedOut())
 
 
-def conn_encoded(response: httpx.Response) -> bool:
-    """Whether the body carries a Content-Encoding httpx must decode."""
-    return "content-encoding" in response.headers
-
-
 def read_decoded(response: httpx.Response, cap: int | None) -> None:
     """Decode an in-memory body through httpx's decoders, stopping the moment it passes `cap`."""
     chunks: list[bytes] = []
@@ -931,12 +936,15 @@ def build_request_fast(
     timeout = options.get("timeout", httpx.USE_CLIENT_DEFAULT)
     if isinstance(timeout, httpx._client.UseClientDefault):
         timeout = client.timeout
-    extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
+    if not isinstance(timeout, httpx.Timeout):
+        timeout = httpx.Timeout(timeout)
+    extensions = {"timeout": timeout.as_dict()}
     params = options.get("params")
     extra = options.get("headers")
     content, json = options.get("content"), options.get("json")
     body = content is not None or json is not None or method in ("POST", "PUT", "PATCH")
-    if extra or body or "host" in client.headers:
+    defaults = client.headers._list
+    if extra or body or any(lowered == b"host" for _, lowered, _ in defaults):
         headers = client.headers
         if extra:
             headers = httpx.Headers(headers)
@@ -947,10 +955,9 @@ def build_request_fast(
     # A body-less request with the client's headers: what Request._prepare would produce (Host
     # first), built without re-normalizing headers that are already normalized.
     url = parsed if params is None else httpx.URL(parsed, params=params)
-    headers = httpx.Headers()
-    headers._list = [(b"Host", b"host", url.netloc), *client.headers._list]
-    request = httpx.Request(method, url, headers=headers, stream=_EMPTY, extensions=extensions)
-    request.read()
+    request = httpx.Request(method, url, stream=_EMPTY, extensions=extensions)
+    request.headers._list = [(b"Host", b"host", url.netloc), *defaults]
+    request._content = b""  # what request.read() leaves for an empty body
     return request
 
 
@@ -1000,7 +1007,7 @@ async def send_fast(
         else:
             response = await transport.fetch(request, max_bytes)
         try:
-            if "set-cookie" in response.headers:
+            if b"set-cookie" in header_names(response):
                 client.cookies.extract_cookies(response)
             if history:
                 response.history = list(history)

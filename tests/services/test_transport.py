@@ -14,6 +14,7 @@ import respx
 import trustme
 
 from services.config import HTTPSettings
+from services.headers import header_names
 from services.http_client import http_client
 from services.transport import FastTransport, build_request_fast
 
@@ -545,3 +546,28 @@ async def test_transport_http10_response_is_not_kept(raw_server, client):
     response = await client.get(url)
     assert (response.http_version, response.text) == ("HTTP/1.0", "ok")
     assert states(client) == []
+
+
+@pytest.mark.parametrize(
+    ("header_block", "encoding"),
+    [
+        (b"Content-Type: text/plain\r\nX-Twice: a\r\nx-twice: b\r\n", "ascii"),
+        (b"X-Name: caf\xc3\xa9\r\n", "utf-8"),
+        (b"X-Name: caf\xe9\r\n", "iso-8859-1"),
+    ],
+)
+async def test_transport_response_headers_match_what_httpx_would_build(
+    raw_server, client, header_block, encoding
+):
+    url, _ = await raw_server(answer(ok(b"x", header_block)))
+    response = await client.get(url)
+    expected = httpx.Headers([tuple(line.split(b": ", 1)) for line in header_block.split(b"\r\n") if line])
+    expected["Content-Length"] = "1"
+    assert sorted(response.headers.multi_items()) == sorted(expected.multi_items())
+    assert response.headers.encoding == encoding
+    assert header_names(response) == {b"content-length"} | {k for _, k, _ in expected._list}
+
+
+def test_header_names_of_a_response_built_elsewhere():
+    response = httpx.Response(200, headers={"Set-Cookie": "a=1", "ETag": '"v"'})
+    assert header_names(response) == {b"set-cookie", b"etag"}
