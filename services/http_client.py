@@ -8,7 +8,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
@@ -472,7 +472,7 @@ class HTTPClient:
         self, method: str, url: httpx.URL | str, options: RequestOptions, call: _Call, *, stream: bool
     ) -> httpx.Response:
         """Build the request on the running loop's client and send it, body read unless `stream`."""
-        client = await self.get_client()
+        client = self._live_client(asyncio.get_running_loop()) or await self.get_client()
         request, send_options = self._build_request(client, method, url, options)
         if call.idempotency_key is not None:
             request.headers["Idempotency-Key"] = call.idempotency_key
@@ -481,6 +481,8 @@ class HTTPClient:
     def _call(self, options: RequestOptions) -> _Call:
         """Take the resilience keywords out of `options`, with the settings as defaults."""
         s = self.settings
+        if not options:  # the common call: every default
+            return _Call(s.retries, Deadline(s.deadline), s.max_response_bytes, s.cache, None)
         return _Call(
             retries=options.pop("retries", s.retries),
             deadline=Deadline(options.pop("deadline", s.deadline)),
@@ -497,7 +499,7 @@ class HTTPClient:
         options: RequestOptions,
     ) -> tuple[httpx.Request, dict[str, Any]]:
         build: dict[str, Any] = dict(options)
-        send = {key: build.pop(key) for key in _SEND_OPTIONS if key in build}
+        send = {key: build.pop(key) for key in _SEND_OPTIONS if key in build} if build else {}
         request = build_request_fast(client, method, url, build)
         if request is None:
             request = client.build_request(method, url, **build)
@@ -674,7 +676,7 @@ class HTTPClient:
         finally:
             r.breakers.record(origin, verdict, probe)
 
-    async def _transmit(
+    def _transmit(
         self,
         client: httpx.AsyncClient,
         request: httpx.Request,
@@ -682,7 +684,7 @@ class HTTPClient:
         *,
         stream: bool,
         call: _Call,
-    ) -> httpx.Response:
+    ) -> Awaitable[httpx.Response]:
         """Hand one attempt to the client; the only place a request leaves the service.
 
         The attempt ends by the call's deadline (`DeadlineExceededError`); a body past `call.max_bytes`
@@ -690,7 +692,7 @@ class HTTPClient:
         """
         transport = fast_transport_for(client, request, send_options)
         if transport is not None:  # it bounds each of its waits by the deadline: no timer needed here
-            return await send_fast(
+            return send_fast(
                 client,
                 transport,
                 request,
@@ -699,6 +701,18 @@ class HTTPClient:
                 max_bytes=call.max_bytes,
                 deadline=call.deadline,
             )
+        return self._send_stock(client, request, send_options, stream=stream, call=call)
+
+    async def _send_stock(
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        send_options: dict[str, Any],
+        *,
+        stream: bool,
+        call: _Call,
+    ) -> httpx.Response:
+        """Send through httpx's own machinery, under a timer for the call's deadline."""
         try:
             async with asyncio.timeout(call.deadline.remaining()):
                 response = await client.send(request, stream=True, **send_options)

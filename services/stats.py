@@ -183,6 +183,9 @@ def summarize_origins(state: PoolState) -> tuple[OriginStats, ...]:
     return tuple(OriginStats(origin, **counts) for origin, counts in sorted(rows.items()))
 
 
+_STATUS_CLASSES = tuple(f"{n}xx" for n in range(6))
+
+
 class RequestStats:
     """Counters the service keeps for itself: totals, in flight, outcomes and latency."""
 
@@ -205,7 +208,9 @@ class RequestStats:
         self.in_flight -= 1
         self._latencies.append(elapsed)
         if status is not None:
-            self.by_status_class[f"{status // 100}xx"] += 1
+            self.by_status_class[
+                _STATUS_CLASSES[status // 100] if 0 < status < 600 else f"{status // 100}xx"
+            ] += 1
         if error is not None:
             self.errors[error] += 1
 

@@ -258,7 +258,7 @@ class _Connection(asyncio.Protocol):
 
     async def wait(self, limit: float | None, *, reads: bool = True) -> None:
         """Wait for the next event; `limit` seconds without one (or without data), or the exchange's
-        deadline, raise `_TimedOut`."""
+        deadline, raise `httpx.ReadTimeout` (`httpx.WriteTimeout` when not waiting on `reads`)."""
         waiter = self._waiter = self.loop.create_future()
         delay = _within(limit, self.deadline)
         if delay is None:
@@ -290,19 +290,15 @@ class _Connection(asyncio.Protocol):
         if due - now > TIMER_SLACK:
             self._timer = self.loop.call_at(due, self._on_timer)
             return
-        waiter.set_exception(_TimedOut())
+        if self._wait_reads:
+            waiter.set_exception(httpx.ReadTimeout("timed out reading the response"))
+        else:
+            waiter.set_exception(httpx.WriteTimeout("timed out writing the request"))
 
     async def drain(self, limit: float | None) -> None:
         """Wait until the kernel took our buffered request bytes."""
         while self._write_paused and not self.closed:
-            try:
-                await self.wait(limit, reads=False)
-            except _TimedOut:
-                raise httpx.WriteTimeout("timed out writing the request") from None
-
-
-class _TimedOut(Exception):
-    """Internal: the timer of `_Connection.wait` fired."""
+            await self.wait(limit, reads=False)
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -330,7 +326,7 @@ class _ResponseStream(httpx.AsyncByteStream):
                     raise conn.error
                 if conn.complete:
                     break
-                await self._pool._read(conn, self._read_timeout)
+                await conn.wait(self._read_timeout)
         except BaseException:
             self._finish(reuse=False)
             raise
@@ -494,7 +490,6 @@ class FastTransport(httpx.AsyncBaseTransport):
                     return
             if self._idle_count < self._max_keepalive and self._keepalive_expiry > 0:
                 conn.idle_since = time.monotonic()
-                conn._begin_exchange(False)
                 self._idle.setdefault(conn.key, []).append(conn)
                 self._idle_count += 1
                 self._schedule_sweep()
@@ -605,12 +600,6 @@ class FastTransport(httpx.AsyncBaseTransport):
                 raise httpx.ConnectError(f"{self._origin(key)} negotiated a protocol other than HTTP/1.1")
         return conn
 
-    async def _read(self, conn: _Connection, limit: float | None) -> None:
-        try:
-            await conn.wait(limit)
-        except _TimedOut:
-            raise httpx.ReadTimeout("timed out reading the response") from None
-
     # --- one exchange -------------------------------------------------------------------------
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -638,7 +627,7 @@ class FastTransport(httpx.AsyncBaseTransport):
             while not conn.complete:
                 if conn.error is not None:
                     raise conn.error
-                await self._read(conn, read_timeout)
+                await conn.wait(read_timeout)
                 if max_bytes is not None and taken + conn.buffered > max_bytes:
                     raise too_large(request, max_bytes)
                 if conn.buffered > READ_HIGH_WATER:
@@ -698,7 +687,10 @@ class FastTransport(httpx.AsyncBaseTransport):
         body = b"".join(stream) if isinstance(stream, httpx.ByteStream) else None
         fresh = False
         while True:
-            conn = await self._checkout(key, request, timeouts, fresh=fresh)
+            # An idle connection is taken without a coroutine; anything else may have to wait.
+            conn = None if fresh or self._waiters or self._closed else self._take_idle(key)
+            if conn is None:
+                conn = await self._checkout(key, request, timeouts, fresh=fresh)
             reused = conn.requests > 0
             try:
                 await self._send(conn, request, head, body, timeouts)
@@ -787,7 +779,7 @@ class FastTransport(httpx.AsyncBaseTransport):
                 if conn.requests > 1 and not conn.received:
                     raise _StaleConnectionError(conn.error, sent=True)
                 raise conn.error
-            await self._read(conn, read_timeout)
+            await conn.wait(read_timeout)
 
     async def aclose(self) -> None:
         """Close every connection and fail queued requests."""
@@ -884,7 +876,7 @@ async def read_capped(response: httpx.Response, cap: int | None) -> None:
 def _request_head(request: httpx.Request) -> bytes:
     """The request line and headers, serialized as HTTP/1.1 (RFC 9112 §3)."""
     parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
-    for name, value in request.headers.raw:
+    for name, _, value in request.headers._list:
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
@@ -894,21 +886,28 @@ def _request_head(request: httpx.Request) -> bytes:
 
 _URL_CACHE_SIZE = 256
 _EMPTY = httpx.ByteStream(b"")
-_url_cache: dict[str, httpx.URL] = {}
+# Absolute URLs as the caller gave them, parsed, with the value of their Host header.
+_url_cache: dict[str, tuple[httpx.URL, bytes]] = {}
 _FAST_BUILD_OPTIONS = frozenset({"params", "headers", "json", "content", "timeout"})
 
 
-def _parse_url(url: httpx.URL | str) -> httpx.URL:
-    """Parse `url` once: httpx's pure-Python URL parser costs about 6 µs a call."""
-    if isinstance(url, httpx.URL):
-        return url
-    parsed = _url_cache.get(url)
-    if parsed is None:
+def _parse_absolute(url: httpx.URL | str) -> tuple[httpx.URL, bytes] | None:
+    """`url` parsed once (httpx's parser costs about 6 µs a call) and its netloc; None if relative."""
+    if isinstance(url, str):
+        known = _url_cache.get(url)
+        if known is not None:
+            return known
         parsed = httpx.URL(url)
+    else:
+        parsed = url
+    if parsed.is_relative_url:
+        return None  # base_url merging is the client's business
+    known = (parsed, parsed.netloc)
+    if isinstance(url, str):
         if len(_url_cache) >= _URL_CACHE_SIZE:
             _url_cache.clear()
-        _url_cache[url] = parsed
-    return parsed
+        _url_cache[url] = known
+    return known
 
 
 def _plain_client(client: httpx.AsyncClient) -> bool:
@@ -930,9 +929,10 @@ def build_request_fast(
     """`client.build_request` for a plain client and simple options; None when it must go the long way."""
     if not options.keys() <= _FAST_BUILD_OPTIONS or not _plain_client(client):
         return None
-    parsed = _parse_url(url)
-    if parsed.is_relative_url:
-        return None  # base_url merging is the client's business
+    absolute = _parse_absolute(url)
+    if absolute is None:
+        return None
+    parsed, netloc = absolute
     timeout = options.get("timeout", httpx.USE_CLIENT_DEFAULT)
     if isinstance(timeout, httpx._client.UseClientDefault):
         timeout = client.timeout
@@ -944,7 +944,7 @@ def build_request_fast(
     content, json = options.get("content"), options.get("json")
     body = content is not None or json is not None or method in ("POST", "PUT", "PATCH")
     defaults = client.headers._list
-    if extra or body or any(lowered == b"host" for _, lowered, _ in defaults):
+    if extra or body or params is not None or _has_host(defaults):
         headers = client.headers
         if extra:
             headers = httpx.Headers(headers)
@@ -952,13 +952,26 @@ def build_request_fast(
         return httpx.Request(
             method, parsed, params=params, headers=headers, json=json, content=content, extensions=extensions
         )
-    # A body-less request with the client's headers: what Request._prepare would produce (Host
-    # first), built without re-normalizing headers that are already normalized.
-    url = parsed if params is None else httpx.URL(parsed, params=params)
-    request = httpx.Request(method, url, stream=_EMPTY, extensions=extensions)
-    request.headers._list = [(b"Host", b"host", url.netloc), *defaults]
+    # A body-less request with the client's headers: what Request.__init__ and _prepare would
+    # produce (Host first), built without re-parsing the URL or re-normalizing headers.
+    headers = httpx.Headers.__new__(httpx.Headers)
+    headers._list = [(b"Host", b"host", netloc), *defaults]
+    headers._encoding = None
+    request = httpx.Request.__new__(httpx.Request)
+    request.method = method.upper()
+    request.url = parsed
+    request.headers = headers
+    request.extensions = extensions
+    request.stream = _EMPTY
     request._content = b""  # what request.read() leaves for an empty body
     return request
+
+
+def _has_host(headers: list[tuple[bytes, bytes, bytes]]) -> bool:
+    for _, lowered, _ in headers:  # noqa: SIM110 - a plain loop: any() and its generator cost more
+        if lowered == b"host":
+            return True
+    return False
 
 
 def fast_transport_for(
