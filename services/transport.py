@@ -31,6 +31,8 @@ from services.stats import ConnectionSnapshot, PoolState
 MAX_HEADER_BYTES = 64 * 1024
 # Above this much unread body the socket stops being read until the consumer catches up.
 READ_HIGH_WATER = 256 * 1024
+# Bytes taken from a socket per read, into one buffer the pool's connections share.
+READ_BUFFER_SIZE = 256 * 1024
 # RFC 9110 §9.2.2: a request these methods make can be repeated without a different effect.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 DEFAULT_PORTS = {b"http": 80, b"https": 443}
@@ -55,7 +57,7 @@ class _StaleConnectionError(Exception):
         self.sent = sent
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     """One HTTP/1.1 connection: feeds received bytes to llhttp and hands parsed parts to a waiter."""
 
     def __init__(self, pool: FastTransport, key: Key, max_header_bytes: int) -> None:
@@ -106,7 +108,16 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Reads land in a buffer the pool reuses instead of a new bytes object per read: llhttp
+        # copies out what it keeps before buffer_updated returns, and a fresh 256 KiB allocation per
+        # read makes glibc map and fault in pages for every large body.
+        return self.pool._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.pool._read_buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         if not self.in_use:
             # Nothing is owed on an idle connection: a late 408 or garbage means it is done for.
             self.reusable = False
@@ -391,6 +402,7 @@ class FastTransport(httpx.AsyncBaseTransport):
         self._origins: dict[Key, str] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        self._read_buffer = memoryview(bytearray(READ_BUFFER_SIZE))
 
     # --- the pool -----------------------------------------------------------------------------
 
