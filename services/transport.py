@@ -92,15 +92,13 @@ class _Connection(asyncio.BufferedProtocol):
         # In httpx.Headers' own layout (raw name, lowercased name, value), so no pass re-normalizes it.
         self.headers: list[tuple[bytes, bytes, bytes]] = []
         self.names: set[bytes] = set()  # lowercased names, for lookups that need no value
-        self.ascii = True
         self.headers_done = False
         self.complete = False
         self.framed = False
         self.declared = -1  # Content-Length, when the response has a valid one
         self.body: list[bytes] = []
         self.buffered = 0
-        self._header_bytes = 0
-        self._unparsed_head = 0
+        self._unparsed_head = 0  # bytes received while the head was incomplete
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -125,6 +123,7 @@ class _Connection(asyncio.BufferedProtocol):
             return
         self.received = True
         self._last_read = self.loop.time()
+        head_was_done = self.headers_done
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -136,9 +135,7 @@ class _Connection(asyncio.BufferedProtocol):
         if self.head and self.headers_done:
             # llhttp can't be told a response answers HEAD; a fresh parser ignores its framing.
             self.parser = httptools.HttpResponseParser(self)
-        if not self.headers_done:
-            self._unparsed_head += len(data)
-        if max(self._header_bytes, self._unparsed_head) > self.max_header_bytes and self.error is None:
+        if not head_was_done and self._head_too_large(len(data)) and self.error is None:
             limit = self.max_header_bytes
             self._fail(httpx.RemoteProtocolError(f"response header block exceeds {limit} bytes"))
             return
@@ -146,6 +143,17 @@ class _Connection(asyncio.BufferedProtocol):
             self._read_paused = True
             self.transport.pause_reading()
         self._wake()
+
+    def _head_too_large(self, received: int) -> bool:
+        """Whether the response head passed `max_header_bytes`, given `received` new bytes."""
+        if not self.headers_done:
+            self._unparsed_head += received
+            return self._unparsed_head > self.max_header_bytes
+        if self._unparsed_head + received <= self.max_header_bytes:
+            return False  # the head can't be longer than everything received
+        # The head ended inside a large read that also carried body: count the head itself.
+        size = sum(len(name) + len(value) + 4 for name, _, value in self.headers)
+        return size > self.max_header_bytes
 
     def eof_received(self) -> bool:
         return False
@@ -188,8 +196,6 @@ class _Connection(asyncio.BufferedProtocol):
         lowered = name.lower()
         self.headers.append((name, lowered, value))
         self.names.add(lowered)
-        self.ascii = self.ascii and value.isascii() and name.isascii()
-        self._header_bytes += len(name) + len(value) + 4
         if lowered == b"content-length":
             self.framed = True
             self.declared = int(value) if value.isdigit() else -1
@@ -221,7 +227,6 @@ class _Connection(asyncio.BufferedProtocol):
             self.reason = b""
             self.headers = []
             self.names = set()
-            self.ascii = True
             self.framed = False
             return
         if self.head:
@@ -678,8 +683,6 @@ class FastTransport(httpx.AsyncBaseTransport):
         }
         response = httpx.Response(conn.status, stream=stream, request=request, extensions=extensions)
         response.headers._list = conn.headers  # parsed in httpx's layout already
-        if conn.ascii:
-            response.headers.encoding = "ascii"
         return response
 
     @staticmethod
@@ -993,7 +996,11 @@ def fast_transport_for(
     auth = send_options.get("auth", httpx.USE_CLIENT_DEFAULT)
     if auth is not None and not isinstance(auth, httpx._client.UseClientDefault):
         return None
-    if not _plain_client(client):
+    # What client.send adds besides redirects and cookies (which send_fast does too): auth flows,
+    # including Basic auth from the URL's userinfo, and event hooks. Cookies and params were merged
+    # into the request when it was built.
+    hooks = client.event_hooks
+    if client.auth is not None or hooks["request"] or hooks["response"] or request.url.userinfo:
         return None
     transport = client._transport_for_url(request.url)  # honours mounts, proxies and respx
     return transport if isinstance(transport, FastTransport) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import ssl
 import time
@@ -235,6 +236,30 @@ async def test_transport_endless_header_block_fails_instead_of_hanging(raw_serve
     url, _ = await raw_server(endless)
     with pytest.raises(httpx.RemoteProtocolError, match="header block exceeds"):
         await client.get(url)
+
+
+@pytest.mark.parametrize("first_part", [40_000, 66_000])
+async def test_transport_header_block_counted_across_reads(raw_server, client, first_part):
+    head = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\nContent-Length: 5\r\n\r\nhello"
+
+    async def in_two_parts(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(head[:first_part])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(head[first_part:])
+        await writer.drain()
+        await reader.read()
+
+    url, _ = await raw_server(in_two_parts)
+    with pytest.raises(httpx.RemoteProtocolError, match="header block exceeds"):
+        await client.get(url)
+
+
+async def test_transport_large_body_in_one_read_is_not_taken_for_a_large_head(raw_server, client):
+    body = b"b" * 200_000
+    url, _ = await raw_server(answer(ok(body)))
+    assert (await client.get(url)).content == body
 
 
 async def test_transport_speaks_tls_with_local_certificate(raw_server):
@@ -571,3 +596,34 @@ async def test_transport_response_headers_match_what_httpx_would_build(
 def test_header_names_of_a_response_built_elsewhere():
     response = httpx.Response(200, headers={"Set-Cookie": "a=1", "ETag": '"v"'})
     assert header_names(response) == {b"set-cookie", b"etag"}
+
+
+def recording(*responses: bytes) -> tuple[Handler, list[bytes]]:
+    """A handler like `answer` that also keeps each request head it read."""
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for raw in responses:
+            heads.append(await read_request(reader))
+            writer.write(raw)
+            await writer.drain()
+        await reader.read()
+
+    return handle, heads
+
+
+async def test_service_sends_basic_auth_from_url_userinfo(raw_server):
+    handler, heads = recording(ok(b"in"))
+    url, _ = await raw_server(handler)
+    response = await http_client.get(url.replace("http://", "http://ann:secret@") + "/private")
+    assert response.text == "in"
+    assert b"authorization: basic " + base64.b64encode(b"ann:secret").lower() in heads[0].lower()
+
+
+async def test_service_sends_back_cookies_a_response_set(raw_server, no_client_send):
+    handler, heads = recording(ok(b"1", b"Set-Cookie: session=abc; Path=/\r\n"), ok(b"2"))
+    url, _ = await raw_server(handler)
+    await http_client.get(f"{url}/login")
+    await http_client.get(f"{url}/me")
+    assert b"cookie: session=abc" in heads[1].lower()
+    assert b"cookie" not in heads[0].lower()
