@@ -86,7 +86,9 @@ def ensure_nginx() -> str:
         return found
     print("nginx not found: installing the Debian package", file=sys.stderr)
     sudo = [] if os.geteuid() == 0 else ["sudo"]
-    subprocess.run([*sudo, "apt-get", "install", "-y", "nginx"], check=True)
+    # A fresh machine may have no package lists yet: without them the install finds no nginx.
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "nginx"], check=True)
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
