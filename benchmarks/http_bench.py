@@ -3,7 +3,7 @@
 Run: `uv run python benchmarks/http_bench.py` (add `--quick` for a run of a few minutes).
 Starts nginx from a temp prefix on 127.0.0.1 (plain HTTP/1.1, and TLS offering HTTP/2), measures each
 cell in a fresh process with `time.process_time()`, interleaves the variants over several rounds and
-prints the medians as markdown tables.
+prints the medians as markdown tables; each ratio is the median of per-round ratios.
 """
 
 from __future__ import annotations
@@ -357,19 +357,26 @@ def print_table(title: str, variants: list[str], levels: list[int], cells: dict)
         for v in variants
         for c in levels
     }
+
+    def ratio(v: str, c: int, base: str) -> float | None:
+        # Per round, against the base's cell of the same round (run minutes apart at most), then the
+        # median: on a shared machine a cell's CPU drifts by up to 2x over a run, for every client.
+        if (base, c) not in cells:
+            return None
+        pairs = zip(cells[v, c], cells[base, c], strict=True)
+        return statistics.median((a["cpu"] / a["requests"]) / (b["cpu"] / b["requests"]) for a, b in pairs)
+
     head = " | ".join(f"c={c} CPU s/10k | req/s | vs aiohttp | vs httpx" for c in levels)
     print(f"| client | {head} |")
     print("|---|" + "---:|" * (4 * len(levels)))
     for v in variants:
         row = []
         for c in levels:
-            base_a = cpu.get(("aiohttp", c))
-            base_h = cpu.get(("httpx", c))
             row += [
                 f"{cpu[v, c]:.2f}",
                 f"{rps[v, c]:.0f}",
-                fmt_ratio(cpu[v, c] / base_a if base_a else None),
-                fmt_ratio(cpu[v, c] / base_h if base_h else None),
+                fmt_ratio(ratio(v, c, "aiohttp")),
+                fmt_ratio(ratio(v, c, "httpx")),
             ]
         print(f"| {v} | " + " | ".join(row) + " |")
 
@@ -427,8 +434,8 @@ def driver(args: argparse.Namespace) -> None:
                 lag[v].append(cell["lag_p99"] * 1000)
                 paced[v].append(run_cell(v, suites[0][1], str(ca), 0, 100, lag=True, rate=PACED_RATE))
         print(
-            f"\nClient CPU seconds per 10,000 requests (median of {args.rounds} rounds), req/s, CPU ratios; "
-            f"every pool keeps up to {POOL} connections alive."
+            f"\nClient CPU seconds per 10,000 requests (median of {args.rounds} rounds), req/s, and CPU "
+            f"ratios (median of the per-round ratios); every pool keeps up to {POOL} connections alive."
         )
         for title, _, _, variants in [] if args.lag_only else suites:
             print_table(title, variants, levels, results[title])
