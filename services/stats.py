@@ -186,6 +186,11 @@ def summarize_origins(state: PoolState) -> tuple[OriginStats, ...]:
 _STATUS_CLASSES = tuple(f"{n}xx" for n in range(6))
 
 
+def _status_class(status: int) -> str:
+    """`404` -> `4xx`, without formatting a string for the statuses that exist."""
+    return _STATUS_CLASSES[status // 100] if 0 <= status < 600 else f"{status // 100}xx"
+
+
 class RequestStats:
     """Counters the service keeps for itself: totals, in flight, outcomes and latency."""
 
@@ -208,9 +213,7 @@ class RequestStats:
         self.in_flight -= 1
         self._latencies.append(elapsed)
         if status is not None:
-            self.by_status_class[
-                _STATUS_CLASSES[status // 100] if 0 < status < 600 else f"{status // 100}xx"
-            ] += 1
+            self.by_status_class[_status_class(status)] += 1
         if error is not None:
             self.errors[error] += 1
 
