@@ -24,7 +24,8 @@ from loguru import logger
 
 from services.config import HTTPSettings
 from services.http_client import HTTPClient
-from services.transport import FastTransport, build_request_fast
+from services.transport.httpx_glue import build_request_fast
+from services.transport.pool import FastTransport
 
 BODY = b'{"id":1,"name":"courier","ok":true,"tags":["a","b","c"]}'
 RESPONSE = (

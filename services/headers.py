@@ -14,5 +14,5 @@ def header_names(response: httpx.Response) -> Set[bytes]:
     """The response's lowercased header names, so a check for an absent header costs no scan."""
     names: Set[bytes] | None = response.extensions.get(HEADER_NAMES)
     if names is None:
-        names = {lowered for _, lowered, _ in response.headers._list}
+        names = {name.lower() for name, _ in response.headers.raw}  # not from our transport: rare
     return names

@@ -5,62 +5,27 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-import certifi
 import httpx
 from loguru import logger
 
-from services.breaker import CircuitBreakers, Verdict
-from services.cache import ResponseCache
 from services.config import HTTPSettings
-from services.errors import (
-    BadResponseError,
-    ClientClosingError,
-    DeadlineExceededError,
-    deadline_exceeded,
-    error_for_exception,
-    error_for_response,
-    too_large,
-)
-from services.ratelimit import HostLimiter
-from services.redact import LazyRedactedURL, redact_url
-from services.retry import (
-    IDEMPOTENT_METHODS,
-    Deadline,
-    RetryPolicy,
-    is_host_failure,
-    is_retryable_exception,
-    is_retryable_response,
-    server_wait,
-)
-from services.stats import (
-    PoolStats,
-    RequestStats,
-    merge_pool_states,
-    read_pool_state,
-    summarize_origins,
-    transport_name,
-)
-from services.transport import (
-    build_request_fast,
-    fast_transport_for,
-    read_capped,
-    refuse_declared_size,
-    send_fast,
-    transport_mode,
-    transport_options,
-)
+from services.errors import BadResponseError, ClientClosingError, error_for_response
+from services.pipeline import CallOptions, Pipeline, Resilience
+from services.redact import redact_url
+from services.stats import PoolStats, RequestStats, merge_pool_states, summarize_origins
+from services.transport.config import build_ssl_context, transport_mode, transport_options
+from services.transport.httpx_glue import build_request_fast
+from services.transport.inspect import read_pool_state, transport_name
 
 if TYPE_CHECKING:
-    from httpx._client import UseClientDefault
-    from httpx._types import (
+    from services.transport.httpx_glue import (
         AuthTypes,
         CookieTypes,
         HeaderTypes,
@@ -70,6 +35,7 @@ if TYPE_CHECKING:
         RequestExtensions,
         RequestFiles,
         TimeoutTypes,
+        UseClientDefault,
     )
 
 
@@ -98,90 +64,9 @@ class RequestOptions(TypedDict, total=False):
 _SEND_OPTIONS = ("auth", "follow_redirects")
 
 
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """The resilience options of one call, resolved against the settings."""
-
-    retries: int
-    deadline: Deadline
-    max_bytes: int | None
-    cache: bool
-    idempotency_key: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Resilience:
-    """The state shared by every call: retry policy, breakers, host limits and the cache."""
-
-    policy: RetryPolicy
-    breakers: CircuitBreakers
-    limiter: HostLimiter
-    cache: ResponseCache
-
-    @classmethod
-    def from_settings(cls, s: HTTPSettings) -> _Resilience:
-        """Build fresh state from `s`."""
-        return cls(
-            RetryPolicy(s.retries, s.retry_backoff, s.retry_backoff_max, s.max_wait),
-            CircuitBreakers(s.breaker_threshold, s.breaker_cooldown),
-            HostLimiter(s.host_limits),
-            ResponseCache(s.cache_max_entries if s.cache else 0, s.cache_max_bytes),
-        )
-
-
-def _noop() -> None:
-    return None
-
-
 def _settle(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def _origin(url: httpx.URL) -> str:
-    return f"{url.scheme}://{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
-
-
-class _CappedStream(httpx.AsyncByteStream):
-    """A response stream that raises once `cap` bytes have passed, and frees the host slot on close."""
-
-    def __init__(
-        self,
-        inner: httpx.AsyncByteStream,
-        request: httpx.Request,
-        cap: int | None,
-        release: Callable[[], None],
-    ) -> None:
-        self._inner = inner
-        self._request = request
-        self._cap = cap
-        self._release: Callable[[], None] | None = release
-        self._seen = 0
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            self._seen += len(chunk)
-            if self._cap is not None and self._seen > self._cap:
-                raise too_large(self._request, self._cap)
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
-
-
-def build_ssl_context(settings: HTTPSettings) -> ssl.SSLContext:
-    """Build the TLS context once; loading the CA bundle costs milliseconds of blocking CPU."""
-    if not settings.verify_tls:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    return ssl.create_default_context(cafile=settings.ca_bundle or certifi.where())
 
 
 @dataclass(slots=True)
@@ -210,8 +95,7 @@ class HTTPClient:
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
-        self._stats: RequestStats | None = None
-        self._resilience: _Resilience | None = None
+        self._pipeline: Pipeline | None = None
         self._closing = False
         # Tasks inside a request or stream (with nesting depth), so close() can drain them.
         self._active: dict[asyncio.Task[Any], int] = {}
@@ -226,26 +110,28 @@ class HTTPClient:
         return self._settings
 
     @property
-    def stats(self) -> RequestStats:
-        """The request counters this service keeps."""
-        if self._stats is None:
-            self._stats = RequestStats(self.settings.latency_window)
-        return self._stats
+    def pipeline(self) -> Pipeline:
+        """The steps every call goes through and the state they keep, built on first need."""
+        if self._pipeline is None:
+            self._pipeline = Pipeline(self.settings)
+        return self._pipeline
 
     @property
-    def resilience(self) -> _Resilience:
-        """Retry policy, breakers, host limits and cache, built from the settings on first need."""
-        if self._resilience is None:
-            self._resilience = _Resilience.from_settings(self.settings)
-        return self._resilience
+    def stats(self) -> RequestStats:
+        """The request counters this service keeps."""
+        return self.pipeline.stats
+
+    @property
+    def resilience(self) -> Resilience:
+        """Retry policy, breakers, host limits and cache."""
+        return self.pipeline.resilience
 
     def configure(self, settings: HTTPSettings) -> None:
         """Use `settings` for every client built from now on (the bot calls this at start)."""
         with self._guard:
             self._settings = settings
             self._ssl_context = None
-            self._stats = None
-            self._resilience = None
+            self._pipeline = None
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -455,7 +341,7 @@ class HTTPClient:
                 retried (sent as `Idempotency-Key`).
         """
         raise_for_status = options.pop("raise_for_status", True)
-        call = self._call(options)
+        call = self.pipeline.call_options(options)  # type: ignore[arg-type]
         task = self._admit()
         try:
             response = await self._open(method, url, options, call, stream=False)
@@ -469,27 +355,14 @@ class HTTPClient:
         return response
 
     async def _open(
-        self, method: str, url: httpx.URL | str, options: RequestOptions, call: _Call, *, stream: bool
+        self, method: str, url: httpx.URL | str, options: RequestOptions, call: CallOptions, *, stream: bool
     ) -> httpx.Response:
         """Build the request on the running loop's client and send it, body read unless `stream`."""
         client = self._live_client(asyncio.get_running_loop()) or await self.get_client()
         request, send_options = self._build_request(client, method, url, options)
         if call.idempotency_key is not None:
             request.headers["Idempotency-Key"] = call.idempotency_key
-        return await self._send(client, request, send_options, stream=stream, call=call)
-
-    def _call(self, options: RequestOptions) -> _Call:
-        """Take the resilience keywords out of `options`, with the settings as defaults."""
-        s = self.settings
-        if not options:  # the common call: every default
-            return _Call(s.retries, Deadline(s.deadline), s.max_response_bytes, s.cache, None)
-        return _Call(
-            retries=options.pop("retries", s.retries),
-            deadline=Deadline(options.pop("deadline", s.deadline)),
-            max_bytes=options.pop("max_bytes", s.max_response_bytes),
-            cache=options.pop("cache", s.cache),
-            idempotency_key=options.pop("idempotency_key", None),
-        )
+        return await self.pipeline.send(client, request, send_options, stream=stream, call=call)
 
     def _build_request(
         self,
@@ -504,224 +377,6 @@ class HTTPClient:
         if request is None:
             request = client.build_request(method, url, **build)
         return request, send
-
-    async def _send(
-        self,
-        client: httpx.AsyncClient,
-        request: httpx.Request,
-        send_options: dict[str, Any],
-        *,
-        stream: bool,
-        call: _Call | None = None,
-    ) -> httpx.Response:
-        call = call or self._call({})
-        stats = self.stats
-        stats.started()
-        started = time.perf_counter()
-        try:
-            cache = self.resilience.cache
-            if call.cache and not stream and cache.enabled and cache.admits(request):
-                response = await self._send_cached(client, request, send_options, call)
-            else:
-                response = await self._attempts(client, request, send_options, stream=stream, call=call)
-        except httpx.HTTPError as exc:
-            elapsed = time.perf_counter() - started
-            stats.finished(elapsed, error=type(exc).__name__)
-            error = error_for_exception(exc, request)
-            logger.warning(
-                "{} {} failed after {:.0f} ms: {}",
-                request.method,
-                redact_url(request.url),
-                elapsed * 1000,
-                error,
-            )
-            raise error from exc
-        except BaseException as exc:
-            stats.finished(time.perf_counter() - started, error=type(exc).__name__)
-            raise
-        elapsed = time.perf_counter() - started
-        stats.finished(elapsed, status=response.status_code)
-        logger.log(
-            "WARNING" if response.status_code >= 500 else "DEBUG",
-            "{} {} -> {} in {:.1f} ms",
-            request.method,
-            LazyRedactedURL(request.url),
-            response.status_code,
-            elapsed * 1000,
-        )
-        return response
-
-    async def _send_cached(
-        self,
-        client: httpx.AsyncClient,
-        request: httpx.Request,
-        send_options: dict[str, Any],
-        call: _Call,
-    ) -> httpx.Response:
-        """Answer from the cache when fresh, revalidate when stale, store what may be stored."""
-        cache = self.resilience.cache
-        # The key (the URL as text) is only worth building when there is something to look up or keep.
-        key = cache.key(request) if cache.entries else None
-        entry, fresh = cache.lookup(key, request) if key is not None else (None, False)
-        if entry is not None and fresh:
-            cache.hits += 1
-            return cache.response(entry, request, "hit")
-        validators = cache.conditional_headers(entry) if entry is not None else {}
-        if validators:
-            request.headers.update(validators)
-        response = await self._attempts(client, request, send_options, stream=False, call=call)
-        if key is not None and entry is not None and validators and response.status_code == 304:
-            cache.revalidated += 1
-            cache.freshen(key, entry, response)
-            return cache.response(entry, request, "revalidated")
-        cache.misses += 1
-        if cache.storable(response):
-            key = key or cache.key(request)  # validators come only with a key: still admitted
-            if key is not None:
-                cache.store(key, request, response)
-        return response
-
-    async def _attempts(
-        self,
-        client: httpx.AsyncClient,
-        request: httpx.Request,
-        send_options: dict[str, Any],
-        *,
-        stream: bool,
-        call: _Call,
-    ) -> httpx.Response:
-        """Send up to 1 + `call.retries` attempts, spaced by backoff or by what the server asked."""
-        r = self.resilience
-        origin = _origin(request.url)
-        idempotent = request.method in IDEMPOTENT_METHODS or call.idempotency_key is not None
-        attempt = 0
-        while True:
-            attempt += 1
-            if client.is_closed:  # closed under us between attempts (close() from another loop)
-                raise ClientClosingError("the HTTP client was closed before the request could be sent")
-            probe = r.breakers.check(origin, request)  # raises CircuitOpenError while open
-            try:
-                response = await self._attempt(
-                    client, request, send_options, stream=stream, call=call, origin=origin, probe=probe
-                )
-            except httpx.HTTPError as exc:
-                wait = r.policy.backoff_for(attempt)
-                if (
-                    attempt > call.retries
-                    or not is_retryable_exception(exc, idempotent)
-                    or wait >= call.deadline.remaining()
-                ):
-                    raise
-                reason = type(exc).__name__
-            else:
-                if attempt > call.retries or not idempotent or not is_retryable_response(response):
-                    return response
-                asked = server_wait(response)
-                if asked is not None and asked > r.policy.max_wait:
-                    return response  # fail now, with its retry-after, rather than sleep in a command
-                wait = asked if asked is not None else r.policy.backoff_for(attempt)
-                if wait >= call.deadline.remaining():
-                    return response
-                await response.aclose()
-                reason = str(response.status_code)
-            self.stats.retries += 1
-            logger.warning(
-                "{} {} -> {}; retry {}/{} in {:.2f}s",
-                request.method,
-                redact_url(request.url),
-                reason,
-                attempt,
-                call.retries,
-                wait,
-            )
-            await asyncio.sleep(wait)
-
-    async def _attempt(
-        self,
-        client: httpx.AsyncClient,
-        request: httpx.Request,
-        send_options: dict[str, Any],
-        *,
-        stream: bool,
-        call: _Call,
-        origin: str,
-        probe: bool,
-    ) -> httpx.Response:
-        """One attempt: wait for the host's turn, send, read the body under the cap; tell the breaker."""
-        r = self.resilience
-        verdict: Verdict = "neutral"
-        try:
-            if r.limiter.unlimited(request.url.host):
-                release = _noop
-            else:
-                release = await r.limiter.acquire(request, min(r.policy.max_wait, call.deadline.remaining()))
-            try:
-                response = await self._transmit(client, request, send_options, stream=stream, call=call)
-            except BaseException:
-                release()
-                raise
-            if stream:
-                inner = response.stream
-                assert isinstance(inner, httpx.AsyncByteStream)  # an AsyncClient's responses are async
-                response.stream = _CappedStream(inner, request, call.max_bytes, release)
-            else:
-                release()
-            r.limiter.observe(response)
-            verdict = "failure" if response.status_code >= 500 else "success"
-            return response
-        except BaseException as exc:
-            if is_host_failure(exc) or isinstance(exc, DeadlineExceededError):
-                verdict = "failure"
-            raise
-        finally:
-            r.breakers.record(origin, verdict, probe)
-
-    def _transmit(
-        self,
-        client: httpx.AsyncClient,
-        request: httpx.Request,
-        send_options: dict[str, Any],
-        *,
-        stream: bool,
-        call: _Call,
-    ) -> Awaitable[httpx.Response]:
-        """Hand one attempt to the client; the only place a request leaves the service.
-
-        The attempt ends by the call's deadline (`DeadlineExceededError`); a body past `call.max_bytes`
-        (declared or as it arrives) raises `ResponseTooLargeError`; without `stream` the body comes back read.
-        """
-        transport = fast_transport_for(client, request, send_options)
-        if transport is not None:  # it bounds each of its waits by the deadline: no timer needed here
-            return send_fast(
-                client,
-                transport,
-                request,
-                send_options,
-                stream=stream,
-                max_bytes=call.max_bytes,
-                deadline=call.deadline,
-            )
-        return self._send_stock(client, request, send_options, stream=stream, call=call)
-
-    async def _send_stock(
-        self,
-        client: httpx.AsyncClient,
-        request: httpx.Request,
-        send_options: dict[str, Any],
-        *,
-        stream: bool,
-        call: _Call,
-    ) -> httpx.Response:
-        """Send through httpx's own machinery, under a timer for the call's deadline."""
-        try:
-            async with asyncio.timeout(call.deadline.remaining()):
-                response = await client.send(request, stream=True, **send_options)
-                await refuse_declared_size(response, call.max_bytes)
-                if not stream:
-                    await read_capped(response, call.max_bytes)
-                return response
-        except TimeoutError:
-            raise deadline_exceeded(request, call.deadline.seconds) from None
 
     async def get(self, url: httpx.URL | str, **options: Unpack[RequestOptions]) -> httpx.Response:
         """Send a GET."""
@@ -769,7 +424,7 @@ class HTTPClient:
         Retries happen only before the response is yielded.
         """
         raise_for_status = options.pop("raise_for_status", True)
-        call = self._call(options)
+        call = self.pipeline.call_options(options)  # type: ignore[arg-type]
         task = self._admit()
         try:
             response = await self._open(method, url, options, call, stream=True)

@@ -8,9 +8,6 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-import httpx
-from loguru import logger
-
 ConnectionState = Literal["active", "idle", "connecting"]
 
 
@@ -109,65 +106,12 @@ class PoolStats:
         return asdict(self)
 
 
-def _origin_text(origin: Any) -> str:
-    scheme = origin.scheme.decode() if isinstance(origin.scheme, bytes) else str(origin.scheme)
-    host = origin.host.decode() if isinstance(origin.host, bytes) else str(origin.host)
-    return f"{scheme}://{host}:{origin.port}"
-
-
-def _httpcore_pool_state(pool: Any) -> PoolState:
-    """Read an httpcore connection pool through its private attributes (httpcore 1.0)."""
-    connections = []
-    for conn in list(pool._connections):
-        inner = getattr(conn, "_connection", conn)
-        if inner is None:
-            state: ConnectionState = "connecting"
-            version = "HTTP/1.1"
-        else:
-            state = "idle" if conn.is_idle() else "active"
-            version = "HTTP/2" if type(inner).__name__.endswith("HTTP2Connection") else "HTTP/1.1"
-        connections.append(ConnectionSnapshot(_origin_text(conn._origin), state, version))
-    queued: Counter[str] = Counter()
-    for pool_request in list(pool._requests):
-        if pool_request.is_queued():
-            queued[_origin_text(pool_request.request.url.origin)] += 1
-    return PoolState(tuple(connections), dict(queued))
-
-
-def _transport_pool_state(transport: Any) -> PoolState | None:
-    if isinstance(transport, ReportsPoolState):
-        return transport.pool_state()
-    pool = getattr(transport, "_pool", None)
-    if pool is not None and hasattr(pool, "_connections") and hasattr(pool, "_requests"):
-        return _httpcore_pool_state(pool)
-    return None
-
-
-def read_pool_state(client: httpx.AsyncClient) -> PoolState | None:
-    """Merge the pool states of the client's transport and mounts; None when they can't be read."""
-    try:
-        transports = [client._transport, *(t for t in client._mounts.values() if t is not None)]
-        states = [_transport_pool_state(t) for t in transports]
-    except Exception as exc:  # a future httpx/httpcore moved its internals
-        logger.opt(exception=exc).debug("pool statistics are unavailable: {}", exc)
-        return None
-    known = [s for s in states if s is not None]
-    return merge_pool_states(known) if known else None
-
-
 def merge_pool_states(states: list[PoolState]) -> PoolState:
     """One PoolState from several (a client's mounts, or the clients of several loops)."""
     queued: Counter[str] = Counter()
     for s in states:
         queued.update(s.queued)
     return PoolState(tuple(c for s in states for c in s.connections), dict(queued))
-
-
-def transport_name(client: httpx.AsyncClient | None) -> str:
-    """A short name for the kind of transport the client sends through."""
-    if client is None:
-        return "none"
-    return type(client._transport).__name__
 
 
 def summarize_origins(state: PoolState) -> tuple[OriginStats, ...]:

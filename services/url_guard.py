@@ -24,6 +24,8 @@ import httpcore
 import httpx
 from loguru import logger
 
+from services.transport.httpx_glue import replace_httpcore_pool
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
@@ -466,10 +468,8 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         context = verify or ssl.create_default_context(cafile=certifi.where())
         # trust_env=False: no proxy from the environment on this path (it would connect for us).
         super().__init__(verify=context, http2=http2, limits=limits, trust_env=False)
-        if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
-            # httpx changed its internals; refuse to run unguarded rather than fall back silently.
-            raise RuntimeError("httpx.AsyncHTTPTransport no longer keeps its pool in _pool")
-        self._pool = httpcore.AsyncConnectionPool(
+        # If httpx moved its pool, this raises: refuse to run unguarded rather than fall back silently.
+        pool = httpcore.AsyncConnectionPool(
             ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
@@ -479,4 +479,5 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
             retries=0,
             network_backend=GuardedBackend(guard, inner),
         )
+        replace_httpcore_pool(self, pool)
         logger.debug("guarded transport ready: {}", guard)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.breaker import CircuitBreakers
 from services.errors import CircuitOpenError
+from services.resilience.breaker import CircuitBreakers
 
 ORIGIN = "https://api.example.test:443"
 

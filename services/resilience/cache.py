@@ -26,6 +26,7 @@ import httpx
 
 from services.headers import header_names
 from services.stats import CacheStats
+from services.transport.httpx_glue import header_list
 
 CACHEABLE_STATUSES = frozenset({200, 203, 300, 301, 404, 410})
 # Headers that describe the bytes on the wire, not the decoded body we keep.
@@ -43,7 +44,7 @@ _STORABLE_IF_ANY = frozenset({b"cache-control", b"expires", b"etag", b"last-modi
 def _raw_headers(headers: httpx.Headers, wanted: frozenset[bytes]) -> dict[bytes, bytes]:
     """The first value of each `wanted` header in one pass (httpx lookups scan the list every time)."""
     found: dict[bytes, bytes] = {}
-    for _, lowered, value in headers._list:  # httpx keeps each name lowercased beside the raw one
+    for _, lowered, value in header_list(headers):  # httpx keeps each name lowercased beside the raw one
         if lowered in wanted and lowered not in found:
             found[lowered] = value
     return found

@@ -17,7 +17,8 @@ import trustme
 from services.config import HTTPSettings
 from services.headers import header_names
 from services.http_client import http_client
-from services.transport import FastTransport, build_request_fast
+from services.transport.httpx_glue import build_request_fast
+from services.transport.pool import FastTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from services.cache import ResponseCache, freshness_lifetime, parse_cache_control
+from services.resilience.cache import ResponseCache, freshness_lifetime, parse_cache_control
 
 
 class Clock:

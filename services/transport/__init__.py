@@ -1,0 +1,1 @@
+"""How a request leaves the process: connection protocol, pool, and the glue to httpx."""

@@ -1,0 +1,374 @@
+"""Every use of httpx's and httpcore's private API, in one place.
+
+httpx has had no release since 0.28.1 and its maintained fork (httpx2) keeps the same internals for now;
+an upgrade or a move to the fork is a change to this file and a run of
+`tests/services/transport/test_httpx_glue.py`, which pins each name used here. The suite's
+`tests/test_architecture.py` fails if any other module reaches into `httpx._*`, `httpcore._*` or a
+private attribute of their objects.
+
+Besides the small accessors, this holds the service's fast path (`build_request_fast`, `send_fast`):
+what `httpx.AsyncClient.build_request` and `send` do, minus what a plain request doesn't use. Building
+a body-less request without `Request.__init__` takes 2.5 us instead of 6.6 us, and sending through
+`FastTransport.fetch` skips httpx's four stream wrappers (benchmarks/no_io.py; commit 3ed197c, 070ad21).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import httpcore
+import httpx
+from httpx._client import UseClientDefault
+from httpx._types import (
+    AuthTypes,
+    CookieTypes,
+    HeaderTypes,
+    QueryParamTypes,
+    RequestContent,
+    RequestData,
+    RequestExtensions,
+    RequestFiles,
+    TimeoutTypes,
+)
+from httpx._utils import get_environment_proxies
+
+from services.errors import too_large
+from services.headers import header_names
+from services.resilience.retry import Deadline
+from services.stats import ConnectionSnapshot, ConnectionState, PoolState
+from services.transport.deadline import DEADLINE, bounded
+
+if TYPE_CHECKING:
+    from services.transport.pool import FastTransport
+
+__all__ = [
+    "AuthTypes",
+    "CookieTypes",
+    "HeaderTypes",
+    "QueryParamTypes",
+    "RequestContent",
+    "RequestData",
+    "RequestExtensions",
+    "RequestFiles",
+    "TimeoutTypes",
+    "UseClientDefault",
+    "build_request_fast",
+    "build_response",
+    "client_transports",
+    "environment_proxies",
+    "fast_transport_for",
+    "header_list",
+    "httpcore_pool_state",
+    "read_capped",
+    "read_decoded",
+    "refuse_declared_size",
+    "replace_httpcore_pool",
+    "send_fast",
+    "set_content",
+]
+
+RawHeaders = list[tuple[bytes, bytes, bytes]]
+
+
+# --- headers, requests and responses ------------------------------------------------------------
+
+
+def header_list(headers: httpx.Headers) -> RawHeaders:
+    """httpx.Headers' own list of (raw name, lowercased name, value): read it without copies."""
+    return headers._list
+
+
+def build_response(
+    status: int, headers: RawHeaders, stream: Any, request: httpx.Request, extensions: dict[str, Any]
+) -> httpx.Response:
+    """A response whose headers are already in httpx's layout, so nothing re-normalizes them."""
+    response = httpx.Response(status, stream=stream, request=request, extensions=extensions)
+    response.headers._list = headers
+    return response
+
+
+def set_content(response: httpx.Response, body: bytes) -> None:
+    """Mark `response` read with `body`, what `Response.read()` leaves, without its generators."""
+    response._content = body
+    response.is_stream_consumed = True
+    response.is_closed = True
+
+
+def read_decoded(response: httpx.Response, cap: int | None) -> None:
+    """Decode an in-memory body through httpx's decoders, stopping the moment it passes `cap`."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if cap is not None and size > cap:
+            raise too_large(response.request, cap)
+        chunks.append(chunk)
+    response._content = b"".join(chunks)
+
+
+async def refuse_declared_size(response: httpx.Response, cap: int | None) -> None:
+    """Close `response` and raise `ResponseTooLargeError` if its Content-Length is past `cap`."""
+    declared = response.headers.get("content-length", "")
+    if cap is not None and declared.isdigit() and int(declared) > cap:
+        await response.aclose()
+        raise too_large(response.request, cap)
+
+
+async def read_capped(response: httpx.Response, cap: int | None) -> None:
+    """Read the (decoded) body, aborting the moment it passes `cap`; Content-Length is not trusted."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if cap is not None and size > cap:
+                raise too_large(response.request, cap)
+            chunks.append(chunk)
+    except BaseException:
+        await response.aclose()
+        raise
+    # What Response.aread() does, with the cap applied while reading.
+    response._content = b"".join(chunks)
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+
+def environment_proxies() -> dict[str, str | None]:
+    """The proxies httpx would mount from the environment (it drops them once given transport=)."""
+    return get_environment_proxies()
+
+
+def transport_for_url(client: httpx.AsyncClient, url: httpx.URL) -> httpx.AsyncBaseTransport:
+    """The transport `client` sends `url` through: honours mounts, proxies and respx."""
+    return client._transport_for_url(url)
+
+
+def client_transports(client: httpx.AsyncClient) -> list[httpx.AsyncBaseTransport]:
+    """The client's default transport and every mounted one."""
+    return [client._transport, *(t for t in client._mounts.values() if t is not None)]
+
+
+# --- httpcore's pool ----------------------------------------------------------------------------
+
+
+def _origin_text(origin: Any) -> str:
+    scheme = origin.scheme.decode() if isinstance(origin.scheme, bytes) else str(origin.scheme)
+    host = origin.host.decode() if isinstance(origin.host, bytes) else str(origin.host)
+    return f"{scheme}://{host}:{origin.port}"
+
+
+def httpcore_pool(transport: Any) -> Any | None:
+    """The httpcore pool inside an `httpx.AsyncHTTPTransport`, if it keeps one where 0.28 did."""
+    pool = getattr(transport, "_pool", None)
+    if pool is not None and hasattr(pool, "_connections") and hasattr(pool, "_requests"):
+        return pool
+    return None
+
+
+def httpcore_pool_state(pool: Any) -> PoolState:
+    """Read an httpcore connection pool through its private attributes (httpcore 1.0)."""
+    connections = []
+    for conn in list(pool._connections):
+        inner = getattr(conn, "_connection", conn)
+        if inner is None:
+            state: ConnectionState = "connecting"
+            version = "HTTP/1.1"
+        else:
+            state = "idle" if conn.is_idle() else "active"
+            version = "HTTP/2" if type(inner).__name__.endswith("HTTP2Connection") else "HTTP/1.1"
+        connections.append(ConnectionSnapshot(_origin_text(conn._origin), state, version))
+    queued: dict[str, int] = {}
+    for pool_request in list(pool._requests):
+        if pool_request.is_queued():
+            origin = _origin_text(pool_request.request.url.origin)
+            queued[origin] = queued.get(origin, 0) + 1
+    return PoolState(tuple(connections), queued)
+
+
+def replace_httpcore_pool(transport: httpx.AsyncHTTPTransport, pool: httpcore.AsyncConnectionPool) -> None:
+    """Swap the pool an `httpx.AsyncHTTPTransport` sends through (to give it another network backend).
+
+    Raises RuntimeError if httpx no longer keeps its pool there: better to refuse than run unguarded.
+    """
+    if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
+        raise RuntimeError("httpx.AsyncHTTPTransport no longer keeps its pool in _pool")
+    transport._pool = pool
+
+
+# --- the service's fast path: what httpx.AsyncClient.send does, minus what a request doesn't use ---
+
+_URL_CACHE_SIZE = 256
+_EMPTY = httpx.ByteStream(b"")
+# Absolute URLs as the caller gave them, parsed, with the value of their Host header.
+_url_cache: dict[str, tuple[httpx.URL, bytes]] = {}
+_FAST_BUILD_OPTIONS = frozenset({"params", "headers", "json", "content", "timeout"})
+
+
+def _parse_absolute(url: httpx.URL | str) -> tuple[httpx.URL, bytes] | None:
+    """`url` parsed once (httpx's parser costs about 6 µs a call) and its netloc; None if relative."""
+    if isinstance(url, str):
+        known = _url_cache.get(url)
+        if known is not None:
+            return known
+        parsed = httpx.URL(url)
+    else:
+        parsed = url
+    if parsed.is_relative_url:
+        return None  # base_url merging is the client's business
+    known = (parsed, parsed.netloc)
+    if isinstance(url, str):
+        if len(_url_cache) >= _URL_CACHE_SIZE:
+            _url_cache.clear()
+        _url_cache[url] = known
+    return known
+
+
+def _plain_client(client: httpx.AsyncClient) -> bool:
+    """Whether the client adds nothing a request would need its generic machinery for."""
+    hooks = client.event_hooks
+    return (
+        client.auth is None
+        and not client.cookies
+        and not client.params
+        and not hooks["request"]
+        and not hooks["response"]
+        and not client.is_closed
+    )
+
+
+def build_request_fast(
+    client: httpx.AsyncClient, method: str, url: httpx.URL | str, options: Mapping[str, Any]
+) -> httpx.Request | None:
+    """`client.build_request` for a plain client and simple options; None when it must go the long way."""
+    if not options.keys() <= _FAST_BUILD_OPTIONS or not _plain_client(client):
+        return None
+    absolute = _parse_absolute(url)
+    if absolute is None:
+        return None
+    parsed, netloc = absolute
+    timeout = options.get("timeout", httpx.USE_CLIENT_DEFAULT)
+    if isinstance(timeout, UseClientDefault):
+        timeout = client.timeout
+    if not isinstance(timeout, httpx.Timeout):
+        timeout = httpx.Timeout(timeout)
+    extensions = {"timeout": timeout.as_dict()}
+    params = options.get("params")
+    extra = options.get("headers")
+    content, json = options.get("content"), options.get("json")
+    body = content is not None or json is not None or method in ("POST", "PUT", "PATCH")
+    defaults = client.headers._list
+    if extra or body or params is not None or _has_host(defaults):
+        headers = client.headers
+        if extra:
+            headers = httpx.Headers(headers)
+            headers.update(extra)
+        return httpx.Request(
+            method, parsed, params=params, headers=headers, json=json, content=content, extensions=extensions
+        )
+    # A body-less request with the client's headers: what Request.__init__ and _prepare would
+    # produce (Host first), built without re-parsing the URL or re-normalizing headers.
+    headers = httpx.Headers.__new__(httpx.Headers)
+    headers._list = [(b"Host", b"host", netloc), *defaults]
+    headers._encoding = None
+    request = httpx.Request.__new__(httpx.Request)
+    request.method = method.upper()
+    request.url = parsed
+    request.headers = headers
+    request.extensions = extensions
+    request.stream = _EMPTY
+    request._content = b""  # what request.read() leaves for an empty body
+    return request
+
+
+def _has_host(headers: Iterable[tuple[bytes, bytes, bytes]]) -> bool:
+    for _, lowered, _ in headers:  # noqa: SIM110 - a plain loop: any() and its generator cost more
+        if lowered == b"host":
+            return True
+    return False
+
+
+def fast_transport_for(
+    client: httpx.AsyncClient, request: httpx.Request, send_options: Mapping[str, Any]
+) -> FastTransport | None:
+    """The FastTransport that would carry `request`, if the fast path may send it directly."""
+    from services.transport.pool import FastTransport  # noqa: PLC0415 - pool imports this module
+
+    auth = send_options.get("auth", httpx.USE_CLIENT_DEFAULT)
+    if auth is not None and not isinstance(auth, UseClientDefault):
+        return None
+    # What client.send adds besides redirects and cookies (which send_fast does too): auth flows,
+    # including Basic auth from the URL's userinfo, and event hooks. Cookies and params were merged
+    # into the request when it was built.
+    hooks = client.event_hooks
+    if client.auth is not None or hooks["request"] or hooks["response"] or request.url.userinfo:
+        return None
+    transport = client._transport_for_url(request.url)
+    return transport if isinstance(transport, FastTransport) else None
+
+
+async def send_fast(
+    client: httpx.AsyncClient,
+    transport: FastTransport,
+    request: httpx.Request,
+    send_options: Mapping[str, Any],
+    *,
+    stream: bool,
+    max_bytes: int | None = None,
+    deadline: Deadline | None = None,
+) -> httpx.Response:
+    """Send like `client.send` (redirects, history, cookies, timeouts) straight through `transport`.
+
+    Bodies past `max_bytes` raise `ResponseTooLargeError`: declared ones at once, read ones as they come.
+    Every wait, over every hop, ends by `deadline` with `DeadlineExceededError` (a streamed final body
+    excepted).
+    """
+    from services.transport.pool import FastTransport  # noqa: PLC0415 - pool imports this module
+
+    follow = send_options.get("follow_redirects", httpx.USE_CLIENT_DEFAULT)
+    if isinstance(follow, UseClientDefault):
+        follow = client.follow_redirects
+    if "timeout" not in request.extensions:
+        request.extensions = {**request.extensions, "timeout": client.timeout.as_dict()}
+    if deadline is not None:
+        request.extensions = {**request.extensions, DEADLINE: deadline}  # redirects carry extensions on
+    history: list[httpx.Response] = []
+    while True:
+        if len(history) > client.max_redirects:
+            raise httpx.TooManyRedirects("Exceeded maximum allowed redirects.", request=request)
+        if stream:
+            response = await transport.handle_async_request(request)
+            await refuse_declared_size(response, max_bytes)
+        else:
+            response = await transport.fetch(request, max_bytes)
+        try:
+            if b"set-cookie" in header_names(response):
+                client.cookies.extract_cookies(response)
+            if history:
+                response.history = list(history)
+            if not response.has_redirect_location:
+                return response
+            next_request = client._build_redirect_request(request, response)
+            history = [*history, response]
+            if not follow:
+                response.next_request = next_request
+                return response
+            if stream:
+                await bounded(read_capped(response, max_bytes), request, deadline)
+        except BaseException:
+            await response.aclose()
+            raise
+        request = next_request
+        next_transport = client._transport_for_url(request.url)
+        if not isinstance(next_transport, FastTransport):
+            # A hop onto a mount (proxy, HTTP/2): let httpx carry on from here, history intact.
+            hop: Awaitable[httpx.Response] = client._send_handling_redirects(
+                request, follow_redirects=True, history=history
+            )
+            response = await bounded(hop, request, deadline)
+            await refuse_declared_size(response, max_bytes)
+            if not stream:
+                await bounded(read_capped(response, max_bytes), request, deadline)
+            return response
+        transport = next_transport

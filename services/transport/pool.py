@@ -1,0 +1,535 @@
+"""The HTTP/1.1 pool: checkout, release, keep-alive expiry and an exact snapshot, as an httpx transport."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ssl
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from services.errors import too_large
+from services.headers import HEADER_NAMES
+from services.resilience.retry import IDEMPOTENT_METHODS, Deadline
+from services.stats import ConnectionSnapshot, PoolState
+from services.transport.deadline import DEADLINE, raise_if_past_deadline, within
+from services.transport.http11 import (
+    MAX_HEADER_BYTES,
+    READ_HIGH_WATER,
+    HTTP11Connection,
+    Key,
+    StaleConnectionError,
+    request_head,
+)
+from services.transport.httpx_glue import build_response, read_decoded, set_content
+
+# Bytes taken from a socket per read, into one buffer the pool's connections share.
+READ_BUFFER_SIZE = 256 * 1024
+DEFAULT_PORTS = {b"http": 80, b"https": 443}
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    """A response body read from its connection as the consumer asks for it."""
+
+    def __init__(self, pool: FastTransport, conn: HTTP11Connection, read_timeout: float | None) -> None:
+        self._pool = pool
+        self._conn: HTTP11Connection | None = conn
+        self._read_timeout = read_timeout
+        self.response: httpx.Response | None = None
+        self.started = 0.0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        if conn is None:
+            return
+        conn.deadline = None  # the call's deadline covers the answer's head; a streamed body takes its time
+        try:
+            while True:
+                chunk = conn.take_body()
+                if chunk:
+                    yield chunk
+                    continue
+                if conn.error is not None:
+                    raise conn.error
+                if conn.complete:
+                    break
+                await conn.wait(self._read_timeout)
+        except BaseException:
+            self._finish(reuse=False)
+            raise
+        self._finish(reuse=True)
+
+    def _finish(self, *, reuse: bool) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool._release(conn, reuse=reuse and conn.complete and not conn.body)
+            if self.response is not None:  # what httpx's BoundAsyncStream does on close
+                self.response.elapsed = datetime.timedelta(seconds=time.perf_counter() - self.started)
+
+    async def aclose(self) -> None:
+        self._finish(reuse=False)
+
+
+class _Waiter:
+    """A request queued for a connection of `key`: gets a connection, or leave to open one."""
+
+    __slots__ = ("future", "key")
+
+    def __init__(self, key: Key, future: asyncio.Future[HTTP11Connection | None]) -> None:
+        self.key = key
+        self.future = future
+
+
+class FastTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 over asyncio with llhttp (httptools) parsing and a pool it reports exactly.
+
+    Args:
+        ssl_context: The TLS context for https:// origins, built once by the caller.
+        max_connections: Cap on open connections across all origins.
+        max_keepalive_connections: Cap on idle connections kept for reuse.
+        keepalive_expiry: Seconds an idle connection is kept.
+        max_connections_per_host: Cap per origin; 0 means only the global cap applies.
+        max_header_bytes: Largest response header block accepted.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = 100,
+        max_keepalive_connections: int = 20,
+        keepalive_expiry: float = 5.0,
+        max_connections_per_host: int = 0,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+    ) -> None:
+        self._ssl_context = ssl_context
+        self._max_connections = max_connections
+        self._max_keepalive = max_keepalive_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._per_host = max_connections_per_host or max_connections
+        self._max_header_bytes = max_header_bytes
+        self._idle: dict[Key, list[HTTP11Connection]] = {}
+        self._idle_count = 0
+        self._active: set[HTTP11Connection] = set()
+        self._connecting: Counter[Key] = Counter()
+        self._by_host: Counter[Key] = Counter()
+        self._total = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._origins: dict[Key, str] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.read_buffer = memoryview(bytearray(READ_BUFFER_SIZE))
+
+    # --- the pool -----------------------------------------------------------------------------
+
+    def pool_state(self) -> PoolState:
+        """The live pool: every connection with its origin and state, and queued requests."""
+        conns = [ConnectionSnapshot(self._origin(c.key), "active", "HTTP/1.1") for c in self._active]
+        for key, idle in self._idle.items():
+            conns.extend(ConnectionSnapshot(self._origin(key), "idle", "HTTP/1.1") for _ in idle)
+        for key, count in self._connecting.items():
+            conns.extend(
+                ConnectionSnapshot(self._origin(key), "connecting", "HTTP/1.1") for _ in range(count)
+            )
+        queued: Counter[str] = Counter()
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                queued[self._origin(waiter.key)] += 1
+        return PoolState(tuple(conns), dict(queued))
+
+    def _origin(self, key: Key) -> str:
+        text = self._origins.get(key)
+        if text is None:
+            text = self._origins[key] = f"{key[0].decode()}://{key[1].decode()}:{key[2]}"
+        return text
+
+    def _take_idle(self, key: Key) -> HTTP11Connection | None:
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            self._idle_count -= 1
+            if conn.closed or now - conn.idle_since > self._keepalive_expiry:
+                self._forget(conn)
+                conn.abort()
+                continue
+            conn.in_use = True
+            self._active.add(conn)
+            return conn
+        return None
+
+    def _reserve(self, key: Key) -> bool:
+        """Take a slot to open a connection to `key`, evicting another origin's idle one if needed."""
+        if self._by_host[key] >= self._per_host:
+            return False
+        if self._total >= self._max_connections and not self._evict_idle():
+            return False
+        self._total += 1
+        self._by_host[key] += 1
+        self._connecting[key] += 1
+        return True
+
+    def _evict_idle(self) -> bool:
+        for idle in self._idle.values():
+            if idle:
+                conn = idle.pop(0)  # the least recently used
+                self._idle_count -= 1
+                self._forget(conn)
+                conn.abort()
+                return True
+        return False
+
+    def _unreserve(self, key: Key) -> None:
+        self._connecting[key] -= 1
+        if not self._connecting[key]:
+            del self._connecting[key]
+        self._total -= 1
+        self._by_host[key] -= 1
+        self._wake_waiters()
+
+    def _forget(self, conn: HTTP11Connection) -> None:
+        self._total -= 1
+        self._by_host[conn.key] -= 1
+        if not self._by_host[conn.key]:
+            del self._by_host[conn.key]
+
+    def drop_idle(self, conn: HTTP11Connection) -> None:
+        """An idle connection closed under us (the server hung up): forget it now."""
+        idle = self._idle.get(conn.key)
+        if idle is not None and conn in idle:
+            idle.remove(conn)
+            self._idle_count -= 1
+            self._forget(conn)
+            self._wake_waiters()
+
+    def _release(self, conn: HTTP11Connection, *, reuse: bool) -> None:
+        """Return a connection after its exchange: to a waiter, to the idle list, or closed."""
+        self._active.discard(conn)
+        conn.in_use = False
+        if reuse and conn.reusable and not conn.closed and not self._closed:
+            for waiter in self._waiters:
+                if waiter.key == conn.key and not waiter.future.done():
+                    self._waiters.remove(waiter)
+                    conn.in_use = True
+                    self._active.add(conn)
+                    waiter.future.set_result(conn)
+                    return
+            if self._idle_count < self._max_keepalive and self._keepalive_expiry > 0:
+                conn.idle_since = time.monotonic()
+                self._idle.setdefault(conn.key, []).append(conn)
+                self._idle_count += 1
+                self._schedule_sweep()
+                self._wake_waiters()
+                return
+        self._forget(conn)
+        conn.abort()
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Let queued requests proceed while slots or idle connections allow."""
+        if not self._waiters:
+            return
+        for waiter in list(self._waiters):
+            if waiter.future.done():
+                self._waiters.remove(waiter)
+                continue
+            conn = self._take_idle(waiter.key)
+            if conn is not None:
+                self._waiters.remove(waiter)
+                waiter.future.set_result(conn)
+            elif self._reserve(waiter.key):
+                self._waiters.remove(waiter)
+                waiter.future.set_result(None)
+            elif self._total >= self._max_connections and not self._idle_count:
+                return
+
+    def _schedule_sweep(self) -> None:
+        if self._sweeper is None:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(self._keepalive_expiry + 0.05, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close idle connections past their keep-alive expiry."""
+        self._sweeper = None
+        now = time.monotonic()
+        for idle in self._idle.values():
+            for conn in [c for c in idle if now - c.idle_since > self._keepalive_expiry]:
+                idle.remove(conn)
+                self._idle_count -= 1
+                self._forget(conn)
+                if conn.transport is not None and not conn.closed:
+                    conn.transport.close()
+        if self._idle_count:
+            self._schedule_sweep()
+        self._wake_waiters()
+
+    async def _acquire(self, key: Key, limit: float | None, *, fresh: bool) -> HTTP11Connection | None:
+        """An idle connection, or None with a reserved slot to open one; waits up to `limit` seconds."""
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        if not fresh and not self._waiters:
+            conn = self._take_idle(key)
+            if conn is not None:
+                return conn
+        if not self._waiters and self._reserve(key):
+            return None
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(key, loop.create_future())
+        self._waiters.append(waiter)
+        self._wake_waiters()
+        timer = None if limit is None else loop.call_later(limit, _expire, waiter.future)
+        try:
+            return await waiter.future
+        except BaseException:
+            future = waiter.future
+            if future.done() and not future.cancelled() and future.exception() is None:
+                granted = future.result()  # handed over just as we were cancelled: give it back
+                if granted is None:
+                    self._unreserve(key)
+                else:
+                    self._release(granted, reuse=True)
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _connect(self, key: Key, limit: float | None) -> HTTP11Connection:
+        scheme, host, port = key
+        use_tls = scheme == b"https"
+        loop = asyncio.get_running_loop()
+        hostname = host.decode("ascii")
+        context = self._ssl_context if use_tls else None
+        if use_tls and context is None:
+            context = self._ssl_context = ssl.create_default_context()
+        if context is not None:
+            # httpcore sets ALPN on a context it shares; this pool only speaks HTTP/1.1.
+            context.set_alpn_protocols(["http/1.1"])
+        try:
+            async with asyncio.timeout(limit):
+                _, conn = await loop.create_connection(
+                    lambda: HTTP11Connection(self, key, self._max_header_bytes),
+                    hostname,
+                    port,
+                    ssl=context,
+                    server_hostname=hostname if use_tls else None,
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"timed out connecting to {self._origin(key)}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise httpx.ConnectError(f"could not connect to {self._origin(key)}: {exc}") from None
+        if use_tls and conn.transport is not None:
+            ssl_object = conn.transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() not in (None, "http/1.1"):
+                conn.abort()
+                raise httpx.ConnectError(f"{self._origin(key)} negotiated a protocol other than HTTP/1.1")
+        return conn
+
+    # --- one exchange -------------------------------------------------------------------------
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` and return a response whose body streams from the connection."""
+        started = time.perf_counter()
+        conn, timeouts = await self._exchange(request)
+        stream = _ResponseStream(self, conn, timeouts.get("read"))
+        stream.started = started
+        stream.response = response = self._response(conn, request, stream)
+        return response
+
+    async def fetch(self, request: httpx.Request, max_bytes: int | None = None) -> httpx.Response:
+        """Send `request` and return its response with the body read (the service's fast path).
+
+        A body declared or received past `max_bytes` (raw, then decoded) raises `ResponseTooLargeError`.
+        """
+        started = time.perf_counter()
+        conn, timeouts = await self._exchange(request)
+        chunks: list[bytes] = []
+        taken = 0
+        try:
+            if max_bytes is not None and conn.declared > max_bytes:
+                raise too_large(request, max_bytes)
+            read_timeout = timeouts.get("read")
+            while not conn.complete:
+                if conn.error is not None:
+                    raise conn.error
+                await conn.wait(read_timeout)
+                if max_bytes is not None and taken + conn.buffered > max_bytes:
+                    raise too_large(request, max_bytes)
+                if conn.buffered > READ_HIGH_WATER:
+                    taken += conn.buffered
+                    chunks.append(conn.take_body())  # also resumes a socket paused at the high-water mark
+            if conn.error is not None:
+                raise conn.error
+        except BaseException as exc:
+            self._release(conn, reuse=False)
+            if isinstance(exc, httpx.TimeoutException):
+                raise_if_past_deadline(request)
+            if isinstance(exc, httpx.RequestError):
+                exc.request = request
+            raise
+        body = conn.take_body()
+        if chunks:
+            body = b"".join([*chunks, body])
+        encoded = b"content-encoding" in conn.names
+        response = self._response(conn, request, httpx.ByteStream(body))
+        self._release(conn, reuse=True)
+        if encoded:
+            read_decoded(response, max_bytes)
+        else:
+            set_content(response, body)  # what Response.read() ends with, without its four generators
+        response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
+        return response
+
+    def _response(self, conn: HTTP11Connection, request: httpx.Request, stream: Any) -> httpx.Response:
+        extensions = {
+            "http_version": self._version(conn),
+            "reason_phrase": conn.reason,
+            HEADER_NAMES: conn.names,
+        }
+        return build_response(conn.status, conn.headers, stream, request, extensions)  # in httpx's layout
+
+    @staticmethod
+    def _version(conn: HTTP11Connection) -> bytes:
+        return b"HTTP/1.0" if conn.parser.get_http_version() == "1.0" else b"HTTP/1.1"
+
+    async def _exchange(self, request: httpx.Request) -> tuple[HTTP11Connection, dict[str, float | None]]:
+        url = request.url
+        scheme = url.raw_scheme
+        if scheme not in DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme.decode()!r}", request=request)
+        key = (scheme, url.raw_host, url.port or DEFAULT_PORTS[scheme])
+        timeouts: dict[str, float | None] = request.extensions.get("timeout") or {}
+        stream = request.stream
+        replayable = isinstance(stream, httpx.ByteStream)
+        head = request_head(request)
+        body = b"".join(stream) if isinstance(stream, httpx.ByteStream) else None
+        fresh = False
+        while True:
+            # An idle connection is taken without a coroutine; anything else may have to wait.
+            conn = None if fresh or self._waiters or self._closed else self._take_idle(key)
+            if conn is None:
+                conn = await self._checkout(key, request, timeouts, fresh=fresh)
+            reused = conn.requests > 0
+            try:
+                await self._send(conn, request, head, body, timeouts)
+                return conn, timeouts
+            except StaleConnectionError as stale:
+                self._release(conn, reuse=False)
+                safe = replayable and (request.method in IDEMPOTENT_METHODS or not stale.sent)
+                if not (reused and safe and not fresh):
+                    stale.error.request = request
+                    raise stale.error from None
+                fresh = True
+            except httpx.TransportError as exc:
+                self._release(conn, reuse=False)
+                if isinstance(exc, httpx.TimeoutException):
+                    raise_if_past_deadline(request)
+                exc.request = request
+                raise
+            except BaseException:
+                self._release(conn, reuse=False)
+                raise
+
+    async def _checkout(
+        self, key: Key, request: httpx.Request, timeouts: dict[str, float | None], *, fresh: bool
+    ) -> HTTP11Connection:
+        """An idle connection of `key`, or a new one, within the pool and connect timeouts."""
+        deadline: Deadline | None = request.extensions.get(DEADLINE)
+        try:
+            conn = await self._acquire(key, within(timeouts.get("pool"), deadline), fresh=fresh)
+        except _PoolTimedOut:
+            raise_if_past_deadline(request)
+            raise httpx.PoolTimeout("timed out waiting for a connection", request=request) from None
+        if conn is not None:
+            return conn
+        try:
+            conn = await self._connect(key, within(timeouts.get("connect"), deadline))
+        except BaseException as exc:
+            self._unreserve(key)
+            if isinstance(exc, httpx.TimeoutException):
+                raise_if_past_deadline(request)
+            raise
+        self._connecting[key] -= 1
+        if not self._connecting[key]:
+            del self._connecting[key]
+        if self._closed:
+            self._forget(conn)
+            conn.abort()
+            raise RuntimeError("the transport is closed")
+        conn.in_use = True
+        self._active.add(conn)
+        return conn
+
+    async def _send(
+        self,
+        conn: HTTP11Connection,
+        request: httpx.Request,
+        head: bytes,
+        body: bytes | None,
+        timeouts: dict[str, float | None],
+    ) -> None:
+        """Write the request and wait for the response head; raise `StaleConnectionError` if it died."""
+        transport = conn.transport
+        if conn.closed or transport is None or transport.is_closing():
+            error = httpx.RemoteProtocolError("connection closed before the request")
+            raise StaleConnectionError(error, sent=False)
+        conn.requests += 1
+        conn._begin_exchange(request.method == "HEAD")
+        conn.deadline = request.extensions.get(DEADLINE)
+        write_timeout = timeouts.get("write")
+        if body is not None:
+            transport.write(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                transport.write(body)
+        else:
+            transport.write(head)
+            chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
+            async for chunk in request.stream:  # type: ignore[union-attr]
+                if chunk:
+                    transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    await conn.drain(write_timeout)
+            if chunked:
+                transport.write(b"0\r\n\r\n")
+        await conn.drain(write_timeout)
+        read_timeout = timeouts.get("read")
+        while not conn.headers_done:
+            if conn.error is not None:
+                if conn.requests > 1 and not conn.received:
+                    raise StaleConnectionError(conn.error, sent=True)
+                raise conn.error
+            await conn.wait(read_timeout)
+
+    async def aclose(self) -> None:
+        """Close every connection and fail queued requests."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.set_exception(RuntimeError("the transport is closed"))
+        self._waiters.clear()
+        conns = [c for idle in self._idle.values() for c in idle] + list(self._active)
+        self._idle.clear()
+        self._idle_count = 0
+        self._active.clear()
+        for conn in conns:
+            conn.abort()
+        if conns:
+            await asyncio.sleep(0)  # let the loop run the connection_lost callbacks
+
+
+class _PoolTimedOut(Exception):
+    """Internal: a queued request waited longer than the pool timeout."""
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_PoolTimedOut())
