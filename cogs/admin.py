@@ -10,12 +10,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._embeds import make_embed
+from services.errors import humanize_seconds
 from services.http_client import http_client
-from services.stats import PoolStats
+from services.stats import BlockStats, PoolStats
 
 REFUSAL = "Sorry, only the bot's owners and server administrators can see the HTTP statistics."
 MAX_ORIGINS = 10
 MAX_ERRORS = 8
+MAX_BLOCKS = 8
 
 
 def _n(value: int) -> str:
@@ -93,6 +95,22 @@ def resilience_text(stats: PoolStats) -> str:
     return "\n".join(lines)
 
 
+def block_line(block: BlockStats) -> str:
+    """One learned block: where, which partition and credential, and for how long still."""
+    scope = block.partition or "all paths"
+    if block.credential:
+        scope += f", credential {block.credential}"
+    return f"`{block.origin}` {scope}: blocked {humanize_seconds(block.seconds_left)} more"
+
+
+def blocks_text(stats: PoolStats) -> str:
+    """Quotas and Retry-After waits the upstreams asked of us, still in force."""
+    lines = [block_line(b) for b in stats.blocks[:MAX_BLOCKS]]
+    if len(stats.blocks) > MAX_BLOCKS:
+        lines.append(f"+{len(stats.blocks) - MAX_BLOCKS} more blocks")
+    return "\n".join(lines) or "none"
+
+
 def cache_text(stats: PoolStats) -> str:
     """GET cache hits, misses and revalidations, and its size."""
     c = stats.cache
@@ -110,6 +128,7 @@ def build_stats_embed(stats: PoolStats) -> discord.Embed:
         ("Latency", latency_text(stats)),
         ("Errors", _pairs(stats.errors, MAX_ERRORS) or "none"),
         ("Resilience", resilience_text(stats)),
+        ("Rate-limit blocks", blocks_text(stats)),
         ("Cache", cache_text(stats)),
         ("Origins", origins_text(stats)),
     ]

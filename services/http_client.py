@@ -490,6 +490,7 @@ class HTTPClient:
             rate_limited=self.resilience.limiter.waits,
             breakers=dict(self.resilience.breakers.states()),
             cache=self.resilience.cache.stats(),
+            blocks=self.resilience.limiter.blocks(),
         )
 
 

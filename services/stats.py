@@ -73,6 +73,16 @@ class CacheStats:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockStats:
+    """A learned block in force: its origin, the partition ('' = every path), whose credential, time left."""
+
+    origin: str
+    partition: str
+    credential: str
+    seconds_left: float
+
+
+@dataclass(frozen=True, slots=True)
 class PoolStats:
     """A snapshot of the shared client: live pool figures, configured limits and request counters."""
 
@@ -100,6 +110,7 @@ class PoolStats:
     rate_limited: int = 0
     breakers: dict[str, str] = field(default_factory=dict)
     cache: CacheStats = field(default_factory=CacheStats)
+    blocks: tuple[BlockStats, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """Plain, JSON-friendly form of the snapshot."""

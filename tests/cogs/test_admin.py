@@ -13,7 +13,7 @@ from discord.ext import commands
 
 from cogs.admin import REFUSAL, Admin, build_stats_embed
 from services.http_client import http_client
-from services.stats import CacheStats
+from services.stats import BlockStats, CacheStats
 from tests.cogs.conftest import FakeInteraction
 from tests.conftest import ServerFactory
 
@@ -113,3 +113,16 @@ async def test_embed_names_open_circuits_and_cache_figures() -> None:
     shown = fields(build_stats_embed(stats))
     assert shown["Resilience"] == "7 retries · 2 rate-limited\n`https://api.github.com:443` circuit open"
     assert shown["Cache"] == "5 hits · 3 misses · 1 revalidated\n4 entries · 4 KiB"
+
+
+async def test_embed_lists_rate_limit_blocks_with_scope_and_time_left() -> None:
+    blocks = (
+        BlockStats("https://api.github.com:443", "resource=search", "1a2b3c4d", 1500.0),
+        BlockStats("http://127.0.0.1:8001", "", "", 42.0),
+    )
+    shown = fields(build_stats_embed(replace(http_client.get_pool_stats(), blocks=blocks)))
+    assert shown["Rate-limit blocks"] == (
+        "`https://api.github.com:443` resource=search, credential 1a2b3c4d: blocked 25 minutes more\n"
+        "`http://127.0.0.1:8001` all paths: blocked 42 seconds more"
+    )
+    assert fields(build_stats_embed(http_client.get_pool_stats()))["Rate-limit blocks"] == "none"
