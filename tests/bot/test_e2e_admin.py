@@ -10,7 +10,16 @@ from tests.bot.fake_discord import ADMINISTRATOR, APP_OWNER_ID, EPHEMERAL
 
 OWNER = 400000000000000001
 STRANGER = 400000000000000002
-STATS_FIELDS = {"Connections", "Requests", "Latency", "Errors", "Resilience", "Cache", "Origins"}
+STATS_FIELDS = {
+    "Connections",
+    "Requests",
+    "Latency",
+    "Errors",
+    "Resilience",
+    "Rate-limit blocks",
+    "Cache",
+    "Origins",
+}
 
 
 async def test_e2e_bot_loads_every_cog_and_syncs_globally(tmp_path: Path) -> None:
