@@ -122,8 +122,8 @@ class CourierTree(app_commands.CommandTree["Courier"]):
             logger.warning("{} command(s) still running after {}s; closing anyway", len(pending), grace)
 
 
-class Courier(commands.Bot):
-    """Courier: slash commands over one shared HTTP client."""
+class Courier(commands.AutoShardedBot):
+    """Courier: slash commands over one shared HTTP client, running the shards it is given."""
 
     tree: CourierTree
 
@@ -140,6 +140,10 @@ class Courier(commands.Bot):
             owner_ids=set(settings.owner_ids) or None,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
+            # Both None (discord.py's defaults; its hints only spell out the list): Discord's
+            # recommended shard count, all in this process.
+            shard_count=settings.shard_count,
+            shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None,  # type: ignore[arg-type]
         )
         self.settings = settings
         self.failed_extensions: dict[str, str] = {}
@@ -177,6 +181,10 @@ class Courier(commands.Bot):
         mode = self.settings.command_sync
         if mode == "never":
             return
+        if not self.settings.syncs_commands:
+            # Commands belong to the application, not a shard: one sync serves every process.
+            logger.info("not syncing application commands: the process running shard 0 does")
+            return
         guild = discord.Object(self.settings.guild_id) if self.settings.guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
@@ -205,14 +213,30 @@ class Courier(commands.Bot):
         logger.info("synced {} application command(s) ({})", len(synced), scope)
 
     async def on_ready(self) -> None:
-        """Log who we are once the gateway is ready."""
+        """Log who we are once every shard of this process is ready."""
         user = self.user
-        logger.info("connected as {} ({}) in {} guild(s)", user, user.id if user else "?", len(self.guilds))
+        logger.info(
+            "connected as {} ({}) in {} guild(s), shard(s) {} of {}",
+            user,
+            user.id if user else "?",
+            len(self.guilds),
+            format_shard_ids(sorted(self.shards)),
+            self.shard_count,
+        )
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        """Log each shard as it becomes ready."""
+        logger.info("shard {} of {} ready", shard_id, self.shard_count)
+
+    def connected(self) -> bool:
+        """Ready, and every shard's gateway connection open."""
+        shards = self.shards.values()
+        return self.is_ready() and bool(shards) and not any(shard.is_closed() for shard in shards)
 
     async def _beat(self, path: Path) -> None:
         """Touch `path` while connected, so the container health check can tell."""
         while not self.is_closed():
-            write_health(path, connected=self.is_ready() and self.ws is not None and self.ws.open)
+            write_health(path, connected=self.connected())
             await asyncio.sleep(HEALTH_INTERVAL)
 
     async def close(self) -> None:
@@ -227,6 +251,17 @@ class Courier(commands.Bot):
             write_health(self.settings.health_file, connected=False)
         await super().close()
         await http_client.close()
+
+
+def format_shard_ids(ids: list[int]) -> str:
+    """Shard ids the way SHARD_IDS takes them: `0-3,8`."""
+    runs: list[list[int]] = []
+    for shard_id in ids:
+        if runs and shard_id == runs[-1][1] + 1:
+            runs[-1][1] = shard_id
+        else:
+            runs.append([shard_id, shard_id])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "none"
 
 
 def write_health(path: Path, *, connected: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from services.config import (
     HTTPSettings,
     SettingsError,
     env_float,
+    env_int,
     env_optional_str,
     env_str,
 )
@@ -21,6 +23,9 @@ SYNC_MODES = ("auto", "always", "never")
 SyncMode = Literal["auto", "always", "never"]
 # Discord's maximum snowflake is far below this; anything larger is a typo.
 MAX_SNOWFLAKE = 2**63 - 1
+# Far above what the largest bots run; a bigger SHARD_COUNT is a typo.
+MAX_SHARDS = 65536
+SHARD_IDS_FORMAT = "shard ids like 0-3 or 0,2 (ranges and single ids, comma-separated)"
 
 
 class MissingSettingError(SettingsError):
@@ -76,6 +81,38 @@ def read_token(env: Mapping[str, str]) -> str:
     return token
 
 
+def parse_shard_ids(value: str, count: int) -> tuple[int, ...]:
+    """Parse SHARD_IDS (`0-3`, `0,2`, `0-1,4`) into sorted ids, each below `count` and named once."""
+    ids: Counter[int] = Counter()
+    for part in value.split(","):
+        first, dash, last = (piece.strip() for piece in part.partition("-"))
+        last = last if dash else first
+        if not (first.isdecimal() and last.isdecimal()) or int(first) > int(last):
+            raise SettingsError("SHARD_IDS", value, SHARD_IDS_FORMAT)
+        if int(last) >= count:
+            raise SettingsError(
+                "SHARD_IDS", value, f"ids from 0 to {count - 1} (SHARD_COUNT={count}); {last} is not"
+            )
+        ids.update(range(int(first), int(last) + 1))
+    repeated = sorted(i for i, n in ids.items() if n > 1)
+    if repeated:
+        raise SettingsError("SHARD_IDS", value, f"each id once; {repeated[0]} is named twice")
+    return tuple(sorted(ids))
+
+
+def read_shards(env: Mapping[str, str]) -> tuple[int | None, tuple[int, ...] | None]:
+    """Read SHARD_COUNT and SHARD_IDS; neither set means discord.py picks the shard count."""
+    count = env_int(env, "SHARD_COUNT", 0, minimum=1, maximum=MAX_SHARDS) or None
+    ids = env_optional_str(env, "SHARD_IDS")
+    if ids is None:
+        return count, None
+    if count is None:
+        raise MissingSettingError(
+            "SHARD_COUNT", f"SHARD_IDS={ids!r} needs the total number of shards across all processes"
+        )
+    return count, parse_shard_ids(ids, count)
+
+
 def default_state_dir(env: Mapping[str, str]) -> Path:
     """Where the bot keeps small state files: $XDG_STATE_HOME/courier or ~/.local/state/courier."""
     base = env_optional_str(env, "XDG_STATE_HOME")
@@ -95,6 +132,13 @@ class BotSettings:
     health_file: Path | None = None
     shutdown_grace: float = 8.0
     http: HTTPSettings = field(default_factory=HTTPSettings)
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
+
+    @property
+    def syncs_commands(self) -> bool:
+        """Whether this process pushes the commands: it runs shard 0 (or every shard); others don't."""
+        return self.shard_ids is None or 0 in self.shard_ids
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
@@ -102,6 +146,7 @@ class BotSettings:
         env = os.environ if env is None else env
         state_dir = env_optional_str(env, "COURIER_STATE_DIR")
         health_file = env_optional_str(env, "COURIER_HEALTH_FILE")
+        shard_count, shard_ids = read_shards(env)
         return cls(
             token=read_token(env),
             guild_id=env_snowflake(env, "DISCORD_GUILD_ID"),
@@ -112,4 +157,6 @@ class BotSettings:
             health_file=Path(health_file) if health_file else None,
             shutdown_grace=env_float(env, "SHUTDOWN_GRACE", 8.0, minimum=0, maximum=300),
             http=HTTPSettings.from_env(env),
+            shard_count=shard_count,
+            shard_ids=shard_ids,
         )

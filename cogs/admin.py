@@ -145,7 +145,8 @@ async def may_see_stats(interaction: discord.Interaction[Any]) -> bool:
     if interaction.permissions.administrator:
         return True
     client = interaction.client
-    return isinstance(client, commands.Bot) and await client.is_owner(interaction.user)
+    # BotBase: both commands.Bot and AutoShardedBot (which is not a commands.Bot) know their owners.
+    return isinstance(client, commands.bot.BotBase) and await client.is_owner(interaction.user)
 
 
 class Admin(commands.Cog):

@@ -26,8 +26,9 @@ ADMINISTRATOR = 1 << 3
 # Slow enough that discord.py's heartbeat thread stays quiet during a test; Discord's own value.
 HEARTBEAT_INTERVAL_MS = 41_250
 WAIT_TIMEOUT = 5.0
-# Gateway close code for "Authentication failed".
+# Gateway close codes for "Authentication failed" and "Invalid shard".
 AUTH_FAILED = 4004
+INVALID_SHARD = 4010
 
 Predicate = Callable[["Recorded"], bool]
 
@@ -72,6 +73,7 @@ class SentInteraction:
     id: int
     token: str
     name: str
+    shard: int | None = None
 
 
 def user_payload(user_id: int, name: str, *, bot: bool = False) -> dict[str, Any]:
@@ -99,6 +101,16 @@ def error_response(status: int, message: str, code: int = 0) -> web.Response:
     return json_response({"message": message, "code": code}, status)
 
 
+def shard_for(guild_id: int, shard_count: int) -> int:
+    """The shard Discord sends a guild's events to."""
+    return (guild_id >> 22) % shard_count
+
+
+def guild_on_shard(shard_id: int, shard_count: int, base: int = GUILD_ID) -> int:
+    """A guild id, near `base`, whose events go to `shard_id`."""
+    return next(g for g in itertools.count(base, 1 << 22) if shard_for(g, shard_count) == shard_id)
+
+
 def subcommand_options(subcommand: str | None, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Interaction data options for `options` (string, integer or boolean), nested under `subcommand`."""
     kinds = {bool: 5, int: 4, float: 10, str: 3}
@@ -113,6 +125,14 @@ class _Session:
     ws: web.WebSocketResponse
     seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     identified: bool = False
+    shard: tuple[int, int] | None = None  # [shard_id, shard_count] from IDENTIFY; None: unsharded
+
+    def receives(self, guild_id: int | None) -> bool:
+        """Whether Discord would send this guild's events on this session."""
+        if self.shard is None or guild_id is None:
+            return True
+        shard_id, shard_count = self.shard
+        return shard_for(guild_id, shard_count) == shard_id
 
 
 class FakeDiscord:
@@ -126,18 +146,22 @@ class FakeDiscord:
         app_owner_id: int = APP_OWNER_ID,
         guild_id: int = GUILD_ID,
         heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
+        shard_count: int = 1,
     ) -> None:
         self.token = token
         self.application_id = application_id
         self.app_owner_id = app_owner_id
         self.guild_id = guild_id
         self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.shard_count = shard_count  # what /gateway/bot recommends
         self.bot_user = user_payload(application_id, "Courier", bot=True)
         self.requests: list[Recorded] = []
         self.commands: dict[str, list[dict[str, Any]]] = {}
         self.gateway_opcodes: list[int] = []
         self.gateway_closes: list[int | None] = []
         self.identified = asyncio.Event()
+        self.identifies: list[tuple[int, int] | None] = []  # each IDENTIFY's shard, in order
+        self._resumable: dict[str, tuple[int, int] | None] = {}
         self._sessions: list[_Session] = []
         self._ids = itertools.count(200000000000000000)
         self._changed = asyncio.Event()
@@ -251,13 +275,19 @@ class FakeDiscord:
 
     # ---- pushing events
 
-    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send a DISPATCH (op 0) to every identified gateway session."""
-        sessions = [s for s in self._sessions if s.identified and not s.ws.closed]
+    async def dispatch(self, event: str, data: dict[str, Any]) -> int | None:
+        """Send a DISPATCH (op 0) to every identified session of the event's guild's shard.
+
+        Returns that shard's id (None when the sessions are unsharded).
+        """
+        guild_id = int(data["guild_id"]) if data.get("guild_id") else None
+        sessions = [s for s in self._sessions if s.identified and not s.ws.closed and s.receives(guild_id)]
         if not sessions:
-            raise RuntimeError("no identified gateway session to dispatch to")
+            raise RuntimeError(f"no identified gateway session for guild {guild_id} to dispatch to")
         for session in sessions:
             await session.ws.send_str(json.dumps({"op": 0, "t": event, "s": next(session.seq), "d": data}))
+        shard = sessions[0].shard
+        return None if shard is None else shard[0]
 
     async def drop_sessions(self, code: int = 4000) -> None:
         """Close every gateway session with `code`, as Discord does before asking a client to resume."""
@@ -328,8 +358,8 @@ class FakeDiscord:
     async def send_interaction(self, name: str, **kwargs: Any) -> SentInteraction:
         """Push a slash-command interaction (see `interaction_payload`) and return its id and token."""
         payload = self.interaction_payload(name, **kwargs)
-        await self.dispatch("INTERACTION_CREATE", payload)
-        return SentInteraction(int(payload["id"]), payload["token"], name)
+        shard = await self.dispatch("INTERACTION_CREATE", payload)
+        return SentInteraction(int(payload["id"]), payload["token"], name, shard)
 
     # ---- gateway
 
@@ -358,23 +388,40 @@ class FakeDiscord:
         if op == 1:  # HEARTBEAT -> HEARTBEAT_ACK
             await session.ws.send_str(json.dumps({"op": 11}))
         elif op == 2:  # IDENTIFY -> READY
-            if data.get("token") != self.token:
-                await session.ws.close(code=AUTH_FAILED, message=b"Authentication failed.")
-                return
-            session.identified = True
-            ready = {
-                "v": 10,
-                "user": self.bot_user,
-                "guilds": [{"id": str(self.guild_id), "unavailable": True}],
-                "session_id": "fake-session",
-                "resume_gateway_url": str(self.gateway_url),
-                "application": {"id": str(self.application_id), "flags": 0},
-            }
-            await session.ws.send_str(json.dumps({"op": 0, "t": "READY", "s": next(session.seq), "d": ready}))
-            self.identified.set()
+            await self._identify(session, data)
         elif op == 6:  # RESUME -> RESUMED
             session.identified = True
+            session.shard = self._resumable.get(str(data.get("session_id")))
             await session.ws.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": next(session.seq), "d": {}}))
+
+    async def _identify(self, session: _Session, data: dict[str, Any]) -> None:
+        if data.get("token") != self.token:
+            await session.ws.close(code=AUTH_FAILED, message=b"Authentication failed.")
+            return
+        shard = data.get("shard")
+        if shard is not None:
+            if not (isinstance(shard, list) and len(shard) == 2 and 0 <= shard[0] < shard[1]):
+                await session.ws.close(code=INVALID_SHARD, message=b"Invalid shard.")
+                return
+            session.shard = (shard[0], shard[1])
+        self.identifies.append(session.shard)
+        session.identified = True
+        session_id = f"fake-session-{next(self._ids)}"
+        self._resumable[session_id] = session.shard
+        ready: dict[str, Any] = {
+            "v": 10,
+            "user": self.bot_user,
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}]
+            if session.receives(self.guild_id)
+            else [],
+            "session_id": session_id,
+            "resume_gateway_url": str(self.gateway_url),
+            "application": {"id": str(self.application_id), "flags": 0},
+        }
+        if session.shard is not None:
+            ready["shard"] = list(session.shard)
+        await session.ws.send_str(json.dumps({"op": 0, "t": "READY", "s": next(session.seq), "d": ready}))
+        self.identified.set()
 
     # ---- REST
 
@@ -404,7 +451,7 @@ class FakeDiscord:
             return json_response(
                 {
                     "url": str(self.gateway_url),
-                    "shards": 1,
+                    "shards": self.shard_count,
                     "session_start_limit": {
                         "total": 1000,
                         "remaining": 999,

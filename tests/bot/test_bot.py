@@ -248,13 +248,13 @@ async def test_close_closes_discord_before_the_http_client(
 ) -> None:
     order: list[str] = []
 
-    async def discord_close(self: commands.Bot) -> None:
+    async def discord_close(self: commands.AutoShardedBot) -> None:
         order.append("discord")
 
     async def http_close() -> None:
         order.append("http")
 
-    monkeypatch.setattr(commands.Bot, "close", discord_close)
+    monkeypatch.setattr(commands.AutoShardedBot, "close", discord_close)
     monkeypatch.setattr(http_client, "close", http_close)
     health = tmp_path / "health"
     health.write_text("1")

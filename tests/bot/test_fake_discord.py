@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import discord
 import pytest
 from discord.ext import commands
 
 from tests.bot.conftest import connected
-from tests.bot.fake_discord import EPHEMERAL, TOKEN, FakeDiscord
+from tests.bot.fake_discord import EPHEMERAL, INVALID_SHARD, TOKEN, FakeDiscord, guild_on_shard, shard_for
 
 
-def make_bot() -> commands.Bot:
-    bot = commands.Bot(
-        command_prefix=commands.when_mentioned, intents=discord.Intents(guilds=True), help_command=None
+class QuickShards(commands.AutoShardedBot):
+    """Identifies every shard at once: discord.py waits 5 s between shards for Discord's IDENTIFY limit."""
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        pass
+
+
+def make_bot(cls: type[commands.Bot | commands.AutoShardedBot] = commands.Bot, **options: Any) -> Any:
+    bot = cls(
+        command_prefix=commands.when_mentioned,
+        intents=discord.Intents(guilds=True),
+        help_command=None,
+        **options,
     )
 
     @bot.tree.command()
@@ -126,3 +138,66 @@ async def test_fake_discord_dropped_gateway_resumes_and_keeps_answering(fake_dis
         reply = await fake_discord.wait_for_reply(sent)
     assert reply.content == "pong"
     assert fake_discord.gateway_opcodes.count(2) == 1  # resumed, not identified again
+
+
+def test_guild_on_shard_follows_discords_formula() -> None:
+    assert shard_for(0, 2) == 0 and shard_for(1 << 22, 2) == 1 and shard_for(3 << 22, 4) == 3
+    for shard_id in range(4):
+        assert shard_for(guild_on_shard(shard_id, 4), 4) == shard_id
+
+
+async def test_fake_discord_shard_count_from_gateway_bot_and_one_identify_per_shard() -> None:
+    async with FakeDiscord(shard_count=2) as fake:
+        with fake.patched():
+            bot = make_bot(QuickShards)
+            async with connected(bot, TOKEN):
+                assert bot.shard_count == 2 and sorted(bot.shards) == [0, 1]
+                assert fake.open_sessions == 2
+                on_0 = await fake.send_interaction(
+                    "ping", guild_id=guild_on_shard(0, 2), options={"word": "a"}
+                )
+                on_1 = await fake.send_interaction(
+                    "ping", guild_id=guild_on_shard(1, 2), options={"word": "b"}
+                )
+                assert (await fake.wait_for_reply(on_0)).content == "a"
+                assert (await fake.wait_for_reply(on_1)).content == "b"
+    assert any(r.path == "/gateway/bot" for r in fake.requests)
+    assert sorted(fake.identifies) == [(0, 2), (1, 2)]
+    assert (on_0.shard, on_1.shard) == (0, 1)
+    # Each interaction went to one session only: a copy on both shards would be answered twice.
+    assert len(fake.replies(on_0)) == len(fake.replies(on_1)) == 1
+
+
+async def test_fake_discord_routes_only_to_the_shards_a_client_runs() -> None:
+    async with FakeDiscord(shard_count=2) as fake:
+        with fake.patched():
+            bot = make_bot(QuickShards, shard_count=2, shard_ids=[1])
+            async with connected(bot, TOKEN):
+                mine = await fake.send_interaction("ping", guild_id=guild_on_shard(1, 2))
+                assert (await fake.wait_for_reply(mine)).content == "pong"
+                with pytest.raises(RuntimeError, match="no identified gateway session"):
+                    await fake.send_interaction("ping", guild_id=guild_on_shard(0, 2))
+    assert fake.identifies == [(1, 2)]
+
+
+async def test_fake_discord_refuses_a_shard_outside_the_count(fake_discord: FakeDiscord) -> None:
+    bot = make_bot(QuickShards, shard_count=2, shard_ids=[2])
+    await bot.login(TOKEN)
+    with pytest.raises(discord.ConnectionClosed) as caught:
+        await bot.connect(reconnect=False)
+    assert caught.value.code == INVALID_SHARD
+    assert fake_discord.identifies == []
+
+
+async def test_fake_discord_resumed_shards_keep_their_guilds() -> None:
+    async with FakeDiscord(shard_count=2) as fake:
+        with fake.patched():
+            bot = make_bot(QuickShards)
+            async with connected(bot, TOKEN):
+                await fake.drop_sessions(code=4000)
+                await fake.wait_until(lambda: fake.gateway_opcodes.count(6) == 2)  # RESUME, per shard
+                await fake.wait_until(lambda: fake.open_sessions == 2)
+                sent = await fake.send_interaction("ping", guild_id=guild_on_shard(1, 2))
+                reply = await fake.wait_for_reply(sent)
+    assert reply.content == "pong" and sent.shard == 1
+    assert len(fake.identifies) == 2  # resumed, not identified again

@@ -45,6 +45,14 @@ async def test_stranger_gets_a_polite_private_refusal() -> None:
     assert interaction.reply.embed is None
 
 
+async def test_owner_of_a_sharded_bot_sees_the_figures() -> None:
+    sharded = commands.AutoShardedBot(command_prefix="!", intents=discord.Intents.none(), owner_ids={42})
+    interaction = AdminInteraction(client=sharded)
+    await run_stats(interaction)
+    assert interaction.reply.ephemeral and interaction.reply.content != REFUSAL
+    assert "Connections" in fields(interaction.reply.embed)
+
+
 @pytest.mark.parametrize(
     ("owner_ids", "permissions"),
     [({42}, discord.Permissions.none()), (set(), discord.Permissions(administrator=True))],
