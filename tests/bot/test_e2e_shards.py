@@ -1,0 +1,75 @@
+"""Two `python -m bot` processes, one shard each of a 2-shard bot, against one fake Discord."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from tests.bot.fake_discord import TOKEN, FakeDiscord, guild_on_shard
+from tests.bot.test_e2e_process import READY_LINE, Child, assert_clean, bot_process, child_env, exit_code
+from tests.conftest import ServerFactory
+
+SHARDS = 2
+
+
+async def test_e2e_shards_two_processes_split_the_shards_and_one_syncs(
+    tmp_path: Path, local_server: ServerFactory
+) -> None:
+    asked: list[tuple[str, str]] = []
+
+    async def pypi(request: web.Request) -> web.Response:
+        # Each process gets its own PYPI_URL prefix, so the upstream sees which process answered.
+        name = request.match_info["name"]
+        asked.append((request.match_info["process"], name))
+        return web.json_response({"info": {"name": name, "version": "1.0"}, "urls": []})
+
+    upstream = await local_server({"/{process}/pypi/{name}/json": pypi})
+    async with FakeDiscord(shard_count=SHARDS) as fake, contextlib.AsyncExitStack() as stack:
+        children: list[Child] = []
+        for shard in range(SHARDS):
+            home = tmp_path / f"shard-{shard}"  # own state dir: only the shard rule stops a second sync
+            home.mkdir()
+            env = child_env(
+                home,
+                fake.rest_base,
+                str(fake.gateway_url),
+                DISCORD_TOKEN=TOKEN,
+                SHARD_COUNT=str(SHARDS),
+                SHARD_IDS=str(shard),
+                PYPI_URL=f"{upstream}/process-{shard}",
+            )
+            children.append(await stack.enter_async_context(bot_process(env, home)))
+        for shard, child in enumerate(children):
+            await child.wait_for_line(READY_LINE)
+            assert f"shard(s) {shard} of {SHARDS}" in child.output
+        assert sorted(fake.identifies) == [(0, SHARDS), (1, SHARDS)]
+        assert fake.open_sessions == SHARDS
+
+        sent = [
+            await fake.send_interaction(
+                "pypi", guild_id=guild_on_shard(shard, SHARDS), options={"package": f"pkg{shard}"}
+            )
+            for shard in range(SHARDS)
+        ]
+        replies = [await fake.wait_for_reply(s) for s in sent]
+
+        for child in children:
+            child.process.send_signal(signal.SIGTERM)
+        codes = [await exit_code(child) for child in children]
+        await fake.wait_until(lambda: fake.open_sessions == 0)
+
+    outputs = [child.output for child in children]
+    assert codes == [0, 0], outputs
+    assert [s.shard for s in sent] == [0, 1]
+    assert [r.embeds[0]["title"] for r in replies] == ["pkg0 1.0", "pkg1 1.0"]
+    assert sorted(asked) == [("process-0", "pkg0"), ("process-1", "pkg1")]
+    puts = [r for r in fake.requests if r.method == "PUT" and r.path.endswith("/commands")]
+    assert len(puts) == 1
+    assert "synced" in outputs[0] and "not syncing" not in outputs[0]
+    assert "not syncing application commands: the process running shard 0 does" in outputs[1]
+    for output in outputs:
+        assert "stopped cleanly" in output
+        assert_clean(output)
