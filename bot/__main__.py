@@ -21,6 +21,11 @@ from services.http_client import http_client
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
+# Gateway close codes that mean the shard settings don't suit the bot: retrying can't help.
+SHARD_REFUSALS = {
+    4010: "Discord refused the shard this process identified with: check SHARD_IDS and SHARD_COUNT",
+    4011: "Discord requires more shards for this bot: raise SHARD_COUNT, or unset it and SHARD_IDS",
+}
 
 
 class Stop(Exception):
@@ -53,6 +58,10 @@ async def run(settings: BotSettings) -> int:
             raise Stop(EXIT_CONFIG, f"Discord rejected DISCORD_TOKEN ({exc}); check the token") from None
         except discord.PrivilegedIntentsRequired:
             raise Stop(EXIT_CONFIG, "Discord refused an intent the bot asked for") from None
+        except discord.ConnectionClosed as exc:
+            if exc.code not in SHARD_REFUSALS:
+                raise
+            raise Stop(EXIT_CONFIG, f"{SHARD_REFUSALS[exc.code]} (gateway close {exc.code})") from None
         except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
             raise Stop(EXIT_UNREACHABLE, f"cannot reach Discord: {type(exc).__name__}: {exc}") from None
         except discord.DiscordServerError as exc:

@@ -26,9 +26,10 @@ ADMINISTRATOR = 1 << 3
 # Slow enough that discord.py's heartbeat thread stays quiet during a test; Discord's own value.
 HEARTBEAT_INTERVAL_MS = 41_250
 WAIT_TIMEOUT = 5.0
-# Gateway close codes for "Authentication failed" and "Invalid shard".
+# Gateway close codes for "Authentication failed", "Invalid shard" and "Sharding required".
 AUTH_FAILED = 4004
 INVALID_SHARD = 4010
+SHARDING_REQUIRED = 4011
 
 Predicate = Callable[["Recorded"], bool]
 
@@ -147,6 +148,7 @@ class FakeDiscord:
         guild_id: int = GUILD_ID,
         heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
         shard_count: int = 1,
+        required_shards: int = 1,
     ) -> None:
         self.token = token
         self.application_id = application_id
@@ -154,6 +156,7 @@ class FakeDiscord:
         self.guild_id = guild_id
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.shard_count = shard_count  # what /gateway/bot recommends
+        self.required_shards = required_shards  # fewer, and IDENTIFY is refused (too many guilds)
         self.bot_user = user_payload(application_id, "Courier", bot=True)
         self.requests: list[Recorded] = []
         self.commands: dict[str, list[dict[str, Any]]] = {}
@@ -404,6 +407,9 @@ class FakeDiscord:
                 await session.ws.close(code=INVALID_SHARD, message=b"Invalid shard.")
                 return
             session.shard = (shard[0], shard[1])
+        if (session.shard[1] if session.shard else 1) < self.required_shards:
+            await session.ws.close(code=SHARDING_REQUIRED, message=b"Sharding required.")
+            return
         self.identifies.append(session.shard)
         session.identified = True
         session_id = f"fake-session-{next(self._ids)}"

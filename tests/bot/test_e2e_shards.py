@@ -73,3 +73,15 @@ async def test_e2e_shards_two_processes_split_the_shards_and_one_syncs(
     for output in outputs:
         assert "stopped cleanly" in output
         assert_clean(output)
+
+
+async def test_e2e_shards_too_few_for_discord_exits_2_with_the_setting_to_change(tmp_path: Path) -> None:
+    async with FakeDiscord(shard_count=2, required_shards=2) as fake:
+        env = child_env(tmp_path, fake.rest_base, str(fake.gateway_url), DISCORD_TOKEN=TOKEN, SHARD_COUNT="1")
+        async with bot_process(env, tmp_path) as child:
+            code = await exit_code(child)
+    assert code == 2, child.output
+    assert "Discord requires more shards for this bot: raise SHARD_COUNT" in child.output
+    assert "(gateway close 4011)" in child.output
+    assert fake.identifies == []
+    assert_clean(child.output)
