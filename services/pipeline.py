@@ -38,7 +38,8 @@ from services.resilience.retry import (
     server_wait,
 )
 from services.stats import RequestStats
-from services.transport.httpx_glue import fast_transport_for, read_capped, refuse_declared_size, send_fast
+from services.transport.fast_path import fast_transport_for, send_fast
+from services.transport.httpx_glue import read_capped, refuse_declared_size
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,16 +6,14 @@ an upgrade or a move to the fork is a change to this file and a run of
 `tests/test_architecture.py` fails if any other module reaches into `httpx._*`, `httpcore._*` or a
 private attribute of their objects.
 
-Besides the small accessors, this holds the service's fast path (`build_request_fast`, `send_fast`):
-what `httpx.AsyncClient.build_request` and `send` do, minus what a plain request doesn't use. Building
-a body-less request without `Request.__init__` takes 2.5 us instead of 6.6 us, and sending through
-`FastTransport.fetch` skips httpx's four stream wrappers (benchmarks/no_io.py; commit 3ed197c, 070ad21).
+Besides small accessors, this holds `build_request_fast`: what `httpx.AsyncClient.build_request` does
+for a plain request, without `Request.__init__` (2.5 us instead of 6.6 us, commit 3ed197c).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpcore
 import httpx
@@ -34,13 +32,7 @@ from httpx._types import (
 from httpx._utils import get_environment_proxies
 
 from services.errors import too_large
-from services.headers import header_names
-from services.resilience.retry import Deadline
 from services.stats import ConnectionSnapshot, ConnectionState, PoolState
-from services.transport.deadline import DEADLINE, bounded
-
-if TYPE_CHECKING:
-    from services.transport.pool import FastTransport
 
 __all__ = [
     "AuthTypes",
@@ -53,19 +45,21 @@ __all__ = [
     "RequestFiles",
     "TimeoutTypes",
     "UseClientDefault",
+    "build_redirect_request",
     "build_request_fast",
     "build_response",
     "client_transports",
     "environment_proxies",
-    "fast_transport_for",
     "header_list",
     "httpcore_pool_state",
+    "is_client_default",
     "read_capped",
     "read_decoded",
     "refuse_declared_size",
     "replace_httpcore_pool",
-    "send_fast",
+    "send_handling_redirects",
     "set_content",
+    "transport_for_url",
 ]
 
 RawHeaders = list[tuple[bytes, bytes, bytes]]
@@ -143,6 +137,25 @@ def environment_proxies() -> dict[str, str | None]:
 def transport_for_url(client: httpx.AsyncClient, url: httpx.URL) -> httpx.AsyncBaseTransport:
     """The transport `client` sends `url` through: honours mounts, proxies and respx."""
     return client._transport_for_url(url)
+
+
+def is_client_default(value: object) -> bool:
+    """Whether `value` is httpx's "use the client's setting" marker."""
+    return isinstance(value, UseClientDefault)
+
+
+def build_redirect_request(
+    client: httpx.AsyncClient, request: httpx.Request, response: httpx.Response
+) -> httpx.Request:
+    """The request `client.send` would follow `response`'s redirect with (RFC 9110 §15.4)."""
+    return client._build_redirect_request(request, response)
+
+
+def send_handling_redirects(
+    client: httpx.AsyncClient, request: httpx.Request, history: list[httpx.Response]
+) -> Awaitable[httpx.Response]:
+    """Carry on `client.send`'s redirect loop from `request`, with `history` so far."""
+    return client._send_handling_redirects(request, follow_redirects=True, history=history)
 
 
 def client_transports(client: httpx.AsyncClient) -> list[httpx.AsyncBaseTransport]:
@@ -287,88 +300,3 @@ def _has_host(headers: Iterable[tuple[bytes, bytes, bytes]]) -> bool:
         if lowered == b"host":
             return True
     return False
-
-
-def fast_transport_for(
-    client: httpx.AsyncClient, request: httpx.Request, send_options: Mapping[str, Any]
-) -> FastTransport | None:
-    """The FastTransport that would carry `request`, if the fast path may send it directly."""
-    from services.transport.pool import FastTransport  # noqa: PLC0415 - pool imports this module
-
-    auth = send_options.get("auth", httpx.USE_CLIENT_DEFAULT)
-    if auth is not None and not isinstance(auth, UseClientDefault):
-        return None
-    # What client.send adds besides redirects and cookies (which send_fast does too): auth flows,
-    # including Basic auth from the URL's userinfo, and event hooks. Cookies and params were merged
-    # into the request when it was built.
-    hooks = client.event_hooks
-    if client.auth is not None or hooks["request"] or hooks["response"] or request.url.userinfo:
-        return None
-    transport = client._transport_for_url(request.url)
-    return transport if isinstance(transport, FastTransport) else None
-
-
-async def send_fast(
-    client: httpx.AsyncClient,
-    transport: FastTransport,
-    request: httpx.Request,
-    send_options: Mapping[str, Any],
-    *,
-    stream: bool,
-    max_bytes: int | None = None,
-    deadline: Deadline | None = None,
-) -> httpx.Response:
-    """Send like `client.send` (redirects, history, cookies, timeouts) straight through `transport`.
-
-    Bodies past `max_bytes` raise `ResponseTooLargeError`: declared ones at once, read ones as they come.
-    Every wait, over every hop, ends by `deadline` with `DeadlineExceededError` (a streamed final body
-    excepted).
-    """
-    from services.transport.pool import FastTransport  # noqa: PLC0415 - pool imports this module
-
-    follow = send_options.get("follow_redirects", httpx.USE_CLIENT_DEFAULT)
-    if isinstance(follow, UseClientDefault):
-        follow = client.follow_redirects
-    if "timeout" not in request.extensions:
-        request.extensions = {**request.extensions, "timeout": client.timeout.as_dict()}
-    if deadline is not None:
-        request.extensions = {**request.extensions, DEADLINE: deadline}  # redirects carry extensions on
-    history: list[httpx.Response] = []
-    while True:
-        if len(history) > client.max_redirects:
-            raise httpx.TooManyRedirects("Exceeded maximum allowed redirects.", request=request)
-        if stream:
-            response = await transport.handle_async_request(request)
-            await refuse_declared_size(response, max_bytes)
-        else:
-            response = await transport.fetch(request, max_bytes)
-        try:
-            if b"set-cookie" in header_names(response):
-                client.cookies.extract_cookies(response)
-            if history:
-                response.history = list(history)
-            if not response.has_redirect_location:
-                return response
-            next_request = client._build_redirect_request(request, response)
-            history = [*history, response]
-            if not follow:
-                response.next_request = next_request
-                return response
-            if stream:
-                await bounded(read_capped(response, max_bytes), request, deadline)
-        except BaseException:
-            await response.aclose()
-            raise
-        request = next_request
-        next_transport = client._transport_for_url(request.url)
-        if not isinstance(next_transport, FastTransport):
-            # A hop onto a mount (proxy, HTTP/2): let httpx carry on from here, history intact.
-            hop: Awaitable[httpx.Response] = client._send_handling_redirects(
-                request, follow_redirects=True, history=history
-            )
-            response = await bounded(hop, request, deadline)
-            await refuse_declared_size(response, max_bytes)
-            if not stream:
-                await bounded(read_capped(response, max_bytes), request, deadline)
-            return response
-        transport = next_transport
