@@ -11,7 +11,8 @@ shared aiohttp session 45 us; against nginx, stock httpx costs about 580 us (ben
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 
 import httptools
 import httpx
@@ -23,14 +24,87 @@ from services.transport.httpx_glue import header_list
 if TYPE_CHECKING:
     from services.transport.pool import FastTransport
 
-# h11 (httpcore) refuses header blocks over 100 KiB; llhttp has no limit of its own.
+# llhttp has no limit of its own. Stock httpx's h11 refuses a head only while it is still incomplete
+# and unparsed bytes pass 100 KiB (httpcore's max_incomplete_event_size; h11's default is 16 KiB), so
+# a head that completes within a 64 KiB read can be larger. 64 KiB, counted exactly, is ample for
+# real servers (nginx's default large_client_header_buffers is 4 x 8 KiB) and bounds memory.
 MAX_HEADER_BYTES = 64 * 1024
 # Above this much unread body the socket stops being read until the consumer catches up.
 READ_HIGH_WATER = 256 * 1024
 # A timer firing this close to when a wait is due ends the wait instead of re-arming.
 TIMER_SLACK = 0.001
 
+# RFC 9112 §5.2: an obs-fold (a line break followed by whitespace) inside a field value.
+OBS_FOLD = re.compile(rb"\r\n[ \t]+")
+# llhttp's reason for an obs-fold, which it refuses; the head is then parsed again with folds unfolded.
+LLHTTP_OBS_FOLD = "Unexpected whitespace after header value"
+# What llhttp's refusals mean, said as what the server did wrong, with why Courier refuses it.
+LLHTTP_FAULTS = (
+    (
+        "Missing expected CR",
+        "the server ended a line with a bare LF instead of CRLF (refused, as RFC 9112 §2.2 allows: "
+        "parsers that disagree on line ends are how responses get split)",
+    ),
+    (
+        "Duplicate Content-Length",
+        "the server sent Content-Length twice (RFC 9112 §6.3: differing values are an unrecoverable "
+        "error, and even equal ones are a framing ambiguity Courier doesn't guess through)",
+    ),
+    (
+        "can't be present with",
+        "the server sent both Content-Length and Transfer-Encoding (RFC 9112 §6.3: such a message "
+        "ought to be handled as an error, as it may be an attempt at response splitting)",
+    ),
+    (
+        "Invalid character in Content-Length",
+        "the server sent a Content-Length that is not one decimal number (RFC 9110 §8.6)",
+    ),
+    (
+        "Unexpected space after start line",
+        "the server sent whitespace before its first header field (refused, as RFC 9112 §2.2 allows)",
+    ),
+)
+# httpcore's names for a network stream's details, and asyncio's for the same thing.
+EXTRA_INFO_NAMES = {"client_addr": "sockname", "server_addr": "peername"}
+
 Key = tuple[bytes, bytes, int]
+
+
+class _ExtraMessage(Exception):
+    """Raised into llhttp when a message starts after the response asked for: parsing stops there."""
+
+
+def _protocol_error(exc: httptools.HttpParserError) -> httpx.RemoteProtocolError:
+    """The error for a refused response, naming what the server did wrong."""
+    cause = exc.__context__
+    if isinstance(cause, httpx.RemoteProtocolError):
+        return cause  # raised by one of our callbacks, already saying what was wrong
+    reason = str(exc)
+    for marker, fault in LLHTTP_FAULTS:
+        if marker in reason:
+            return httpx.RemoteProtocolError(f"malformed HTTP response: {fault} [llhttp: {reason}]")
+    return httpx.RemoteProtocolError(f"malformed HTTP response: {reason}")
+
+
+class NetworkStream:
+    """`extensions["network_stream"]`: the connection's socket and TLS details, as httpcore's stream.
+
+    Only `get_extra_info` is offered ("ssl_object", "client_addr", "server_addr", "socket", and any
+    name asyncio's transports know): the pool owns the connection, so it can't be read, written or
+    closed through this.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: HTTP11Connection) -> None:
+        self._conn = conn
+
+    def get_extra_info(self, info: str) -> Any:
+        """What the connection's asyncio transport reports for `info` (httpcore's names accepted)."""
+        transport = self._conn.transport
+        if transport is None:
+            return None
+        return transport.get_extra_info(EXTRA_INFO_NAMES.get(info, info))
 
 
 class StaleConnectionError(Exception):
@@ -67,6 +141,12 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self._write_paused = False
         self._read_paused = False
         self.deadline: Deadline | None = None
+        self.network_stream = NetworkStream(self)
+        self.head_version = "1.1"  # a HEAD answer's, read before its parser is replaced
+        # A head with an obs-fold, held until it is whole; an exchange that fails holding one closes
+        # the connection, so no later exchange finds it set.
+        self._held: bytearray | None = None
+        self._fold_at = 0
         self._begin_exchange(False)
 
     def _begin_exchange(self, head: bool) -> None:
@@ -83,7 +163,9 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self.declared = -1  # Content-Length, when the response has a valid one
         self.body: list[bytes] = []
         self.buffered = 0
+        self.trailers: list[tuple[bytes, bytes]] | None = None
         self._unparsed_head = 0  # bytes received while the head was incomplete
+        self._head_reads: list[bytes] | None = None  # those bytes, kept in case an obs-fold needs them
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -109,25 +191,97 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self.received = True
         self._last_read = self.loop.time()
         head_was_done = self.headers_done
+        received = len(data)
+        if self._held is not None:
+            self._held += data
+            unfolded = self._unfold()
+            if unfolded is None:  # the folded head is still incomplete
+                if self._head_too_large(received):
+                    self._fail(self._head_error())
+                return
+            data = unfolded
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(httpx.RemoteProtocolError("protocol upgrades are not supported"))
-            return
-        except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"malformed HTTP response: {exc}"))
-            return
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if not self._recover(exc, data):
+                return
         if self.head and self.headers_done:
             # llhttp can't be told a response answers HEAD; a fresh parser ignores its framing.
             self.parser = httptools.HttpResponseParser(self)
-        if not head_was_done and self._head_too_large(len(data)) and self.error is None:
-            limit = self.max_header_bytes
-            self._fail(httpx.RemoteProtocolError(f"response header block exceeds {limit} bytes"))
+        if not head_was_done and self._head_too_large(received) and self.error is None:
+            self._fail(self._head_error())
             return
+        if not self.headers_done and self._held is None:
+            # Rare (a head split across reads): keep its bytes, in case an obs-fold follows.
+            if self._head_reads is None:
+                self._head_reads = []
+            self._head_reads.append(bytes(data))
         if self.buffered > READ_HIGH_WATER and not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
         self._wake()
+
+    def _recover(self, exc: Exception, data: bytes | memoryview) -> bool:
+        """After llhttp stopped on `data`: False when the exchange ended there, True to carry on."""
+        if self.complete:
+            self._drop_after_message()
+        elif isinstance(exc, httptools.HttpParserUpgrade):
+            self._fail(httpx.RemoteProtocolError("protocol upgrades are not supported"))
+        elif not self.headers_done and str(exc) == LLHTTP_OBS_FOLD:
+            return self._hold_folded(data)
+        else:
+            assert isinstance(exc, httptools.HttpParserError)
+            self._fail(_protocol_error(exc))
+        return False
+
+    def _drop_after_message(self) -> None:
+        """Bytes followed the complete response: keep it, but never read this connection again.
+
+        They answer nothing we asked (RFC 9112 §9.3: responses pair with requests in order), so they
+        are a server out of step or an attempt at response splitting; parsing stopped at the boundary.
+        """
+        self.abort()
+        self._wake()
+
+    def _hold_folded(self, data: bytes | memoryview) -> bool:
+        """Start over on a head llhttp refused for an obs-fold: hold it, and parse it unfolded once whole.
+
+        Rare, so only this path pays for it: the common one keeps no copy of a head read in one piece.
+        """
+        held = bytearray().join(self._head_reads or ())
+        held += data
+        self._head_reads = None
+        fold = OBS_FOLD.search(held)
+        self._fold_at = fold.start() if fold is not None else 0
+        self._held = held
+        self.parser = httptools.HttpResponseParser(self)
+        self.reason = b""
+        self.headers = []
+        self.names = set()
+        self.framed = False
+        self.declared = -1
+        unfolded = self._unfold()
+        if unfolded is None:
+            return True
+        try:
+            self.parser.feed_data(unfolded)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            return self._recover(exc, unfolded)
+        return True
+
+    def _unfold(self) -> bytes | None:
+        """The held bytes with each obs-fold replaced by a space (RFC 9112 §5.2), once the head is whole."""
+        held = self._held
+        assert held is not None
+        end = held.find(b"\r\n\r\n", self._fold_at)
+        if end < 0:
+            return None
+        self._held = None
+        return OBS_FOLD.sub(b" ", held[:end]) + held[end:]
+
+    def _head_error(self) -> httpx.RemoteProtocolError:
+        limit = self.max_header_bytes
+        return httpx.RemoteProtocolError(f"the server's response header block exceeds {limit} bytes")
 
     def _head_too_large(self, received: int) -> bool:
         """Whether the response head passed `max_header_bytes`, given `received` new bytes."""
@@ -174,18 +328,42 @@ class HTTP11Connection(asyncio.BufferedProtocol):
 
     # --- httptools callbacks ----------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise _ExtraMessage  # the response we asked for is over: stop llhttp at its boundary
+
     def on_status(self, status: bytes) -> None:
+        if b"\x00" in status:
+            # RFC 9112 §4: the reason phrase is HTAB, SP and visible characters; a NUL cuts C strings.
+            raise httpx.RemoteProtocolError("malformed HTTP response: a NUL byte in the reason phrase")
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        value = value.rstrip(b" \t")  # RFC 9110 §5.5: whitespace around a value is not part of it
+        if self.headers_done:
+            # A chunked body's trailer (RFC 9110 §6.5): never merged into the header section.
+            if self.trailers is None:
+                self.trailers = []
+            self.trailers.append((name, value))
+            return
         lowered = name.lower()
-        self.headers.append((name, lowered, value))
-        self.names.add(lowered)
         if lowered == b"content-length":
             self.framed = True
             self.declared = int(value) if value.isdigit() else -1
         elif lowered == b"transfer-encoding":
+            if lowered in self.names or value.lower() != b"chunked":
+                # llhttp would frame by a final "chunked" and hand back the still-coded bytes; like
+                # h11, support no transfer coding but chunked (RFC 9112 §6.1), so a body is never
+                # other than its headers describe.
+                raise httpx.RemoteProtocolError(
+                    "malformed HTTP response: the server sent Transfer-Encoding "
+                    f"{value.decode('latin-1')!r}"
+                    + (" more than once" if lowered in self.names else "")
+                    + "; only 'chunked' is supported"
+                )
             self.framed = True
+        self.headers.append((name, lowered, value))
+        self.names.add(lowered)
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -194,9 +372,12 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self.status = status
         self.headers_done = True
         if self.head or status in (204, 304):
+            # RFC 9112 §6.3: these end at their head whatever it declares; any bytes after it are the
+            # start of a message nobody asked for (on_message_begin drops the connection then).
             self.framed = True
         if self.head:
             self.complete = True
+            self.head_version = self.parser.get_http_version()  # the parser is replaced after this
             if not self.parser.should_keep_alive():
                 self.reusable = False
 

@@ -30,6 +30,9 @@ from services.transport.httpx_glue import build_response, read_decoded, set_cont
 # Bytes taken from a socket per read, into one buffer the pool's connections share.
 READ_BUFFER_SIZE = 256 * 1024
 DEFAULT_PORTS = {b"http": 80, b"https": 443}
+# Response extension holding a chunked body's trailer fields (an `httpx.Headers`), when it had any:
+# trailers are not headers (RFC 9110 §6.5), so they never reach `response.headers`.
+TRAILERS = "courier.trailers"
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -69,6 +72,8 @@ class _ResponseStream(httpx.AsyncByteStream):
             self._pool._release(conn, reuse=reuse and conn.complete and not conn.body)
             if self.response is not None:  # what httpx's BoundAsyncStream does on close
                 self.response.elapsed = datetime.timedelta(seconds=time.perf_counter() - self.started)
+                if conn.trailers is not None and conn.complete:
+                    self.response.extensions[TRAILERS] = httpx.Headers(conn.trailers)
 
     async def aclose(self) -> None:
         self._finish(reuse=False)
@@ -391,13 +396,17 @@ class FastTransport(httpx.AsyncBaseTransport):
         extensions = {
             "http_version": self._version(conn),
             "reason_phrase": conn.reason,
+            "network_stream": conn.network_stream,
             HEADER_NAMES: conn.names,
         }
+        if conn.trailers is not None and conn.complete:
+            extensions[TRAILERS] = httpx.Headers(conn.trailers)
         return build_response(conn.status, conn.headers, stream, request, extensions)  # in httpx's layout
 
     @staticmethod
     def _version(conn: HTTP11Connection) -> bytes:
-        return b"HTTP/1.0" if conn.parser.get_http_version() == "1.0" else b"HTTP/1.1"
+        version = conn.head_version if conn.head else conn.parser.get_http_version()
+        return b"HTTP/1.1" if version == "1.1" else b"HTTP/" + version.encode("ascii")
 
     async def _exchange(self, request: httpx.Request) -> tuple[HTTP11Connection, dict[str, float | None]]:
         url = request.url
@@ -410,6 +419,9 @@ class FastTransport(httpx.AsyncBaseTransport):
         replayable = isinstance(stream, httpx.ByteStream)
         head = request_head(request)
         body = b"".join(stream) if isinstance(stream, httpx.ByteStream) else None
+        if body is None and not isinstance(stream, httpx.AsyncByteStream):
+            # What httpx.AsyncClient.send says of a sync iterator as content=.
+            raise RuntimeError("Attempted to send an sync request with an AsyncClient instance.")
         fresh = False
         while True:
             # An idle connection is taken without a coroutine; anything else may have to wait.
