@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from loguru import logger
 
+from services import observers
 from services.config import HTTPSettings
 from services.errors import (
     ClientClosingError,
@@ -294,11 +295,14 @@ class Pipeline:
                 release = _noop
             else:
                 release = await r.limiter.acquire(request, min(r.policy.max_wait, call.deadline.remaining()))
+            sent = time.perf_counter()
             try:
                 response = await self.transmit(client, request, send_options, stream=stream, call=call)
-            except BaseException:
+            except BaseException as exc:
                 release()
+                self.sent(request, origin, time.perf_counter() - sent, error=exc)
                 raise
+            self.sent(request, origin, time.perf_counter() - sent, response=response)
             if stream:
                 inner = response.stream
                 assert isinstance(inner, httpx.AsyncByteStream)  # an AsyncClient's responses are async
@@ -314,6 +318,22 @@ class Pipeline:
             raise
         finally:
             r.breakers.record(origin, verdict, probe)
+
+    def sent(
+        self,
+        request: httpx.Request,
+        origin: str,
+        elapsed: float,
+        *,
+        response: httpx.Response | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Tell observers (metrics) about one request sent: each attempt counts, as each redirect hop."""
+        if observers.OBSERVERS:
+            if response is not None:
+                observers.observe_final(response, elapsed, origin)
+            elif error is not None:
+                observers.observe_error(request, error, elapsed, origin)
 
     # --- step 5: transmit, on Courier's transport or through httpx's own machinery ---------------
 
@@ -357,6 +377,9 @@ class Pipeline:
         try:
             async with asyncio.timeout(call.deadline.remaining()):
                 response = await client.send(request, stream=True, **send_options)
+                if observers.OBSERVERS and response.history:  # hops httpx followed on its own
+                    for hop in response.history:
+                        observers.observe_hop(hop)
                 await refuse_declared_size(response, call.max_bytes)
                 if not stream:
                     await read_capped(response, call.max_bytes)

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from services import observers
 from services.headers import header_names
 from services.resilience.retry import Deadline
 from services.transport.deadline import DEADLINE, bounded
@@ -92,6 +93,8 @@ async def send_fast(
         except BaseException:
             await response.aclose()
             raise
+        if observers.OBSERVERS:
+            observers.observe_hop(response)
         request = next_request
         next_transport = transport_for_url(client, request.url)
         if not isinstance(next_transport, FastTransport):
