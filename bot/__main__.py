@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
 import sys
 
@@ -15,6 +16,7 @@ from loguru import logger
 from bot.bot import Courier
 from bot.config import BotSettings
 from bot.logging import setup_logging
+from bot.metrics_server import MetricsServer
 from services.config import SettingsError
 from services.http_client import http_client
 
@@ -44,6 +46,35 @@ async def run(settings: BotSettings) -> int:
         with contextlib.suppress(NotImplementedError):  # Windows has no add_signal_handler
             loop.add_signal_handler(sig, stop.set)
     bot = Courier(settings)
+    server = await start_metrics_server(bot, settings)
+    try:
+        return await _run_bot(bot, settings, stop)
+    finally:
+        if server is not None:
+            await server.close()
+
+
+async def start_metrics_server(bot: Courier, settings: BotSettings) -> MetricsServer | None:
+    """Listen on METRICS_HOST:METRICS_PORT when set; a taken port ends the start with one clear line."""
+    if settings.metrics_port is None or bot.metrics is None:
+        return None
+    server = MetricsServer(bot.metrics, bot.health, settings.metrics_host, settings.metrics_port)
+    try:
+        await server.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            message = f"METRICS_PORT {settings.metrics_port} is already in use on {settings.metrics_host}"
+        else:
+            message = (
+                f"cannot listen on METRICS_HOST {settings.metrics_host} "
+                f"METRICS_PORT {settings.metrics_port}: {exc.strerror or exc}"
+            )
+        raise Stop(EXIT_CONFIG, f"{message}; choose another port or stop what holds it") from None
+    return server
+
+
+async def _run_bot(bot: Courier, settings: BotSettings, stop: asyncio.Event) -> int:
+    """Log in and run until Discord ends the session or `stop` is set."""
     async with bot:
         session = asyncio.create_task(bot.start(settings.token), name="discord")
         stopping = asyncio.create_task(stop.wait(), name="signals")

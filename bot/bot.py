@@ -19,6 +19,7 @@ from loguru import logger
 
 from bot.config import BotSettings
 from bot.health import HEALTH_INTERVAL
+from bot.metrics import BotMetrics
 from services.config import SettingsError
 from services.errors import CourierHTTPError, humanize_seconds
 from services.http_client import http_client
@@ -95,6 +96,9 @@ class CourierTree(app_commands.CommandTree["Courier"]):
         """Log the detail and give the user one short private reply, unless one was already sent."""
         name = interaction.command.qualified_name if interaction.command else "?"
         original = getattr(error, "original", error)
+        if self.client.metrics is not None and interaction.command is not None:
+            outcome = "failure" if isinstance(error, app_commands.CommandInvokeError) else "refused"
+            self.client.metrics.commands.count(name, outcome)
         if isinstance(original, CourierHTTPError):
             logger.warning("/{} failed upstream: {}", name, original)
         elif isinstance(error, app_commands.CommandInvokeError):
@@ -148,10 +152,17 @@ class Courier(commands.AutoShardedBot):
         self.settings = settings
         self.failed_extensions: dict[str, str] = {}
         self._health_task: asyncio.Task[None] | None = None
+        self.shutting_down = False
+        self.metrics = BotMetrics(self, http_client) if settings.metrics_port is not None else None
 
     async def setup_hook(self) -> None:
         """Load every cog, then sync the application commands if they changed."""
         await self.load_cogs()
+        if self.metrics is not None:
+            self.metrics.install()
+            self.metrics.commands.declare(
+                c.qualified_name for c in self.tree.walk_commands() if isinstance(c, app_commands.Command)
+            )
         await self.sync_commands()
         if self.settings.health_file is not None:
             self._health_task = asyncio.create_task(self._beat(self.settings.health_file), name="health")
@@ -233,6 +244,23 @@ class Courier(commands.AutoShardedBot):
         shards = self.shards.values()
         return self.is_ready() and bool(shards) and not any(shard.is_closed() for shard in shards)
 
+    async def on_app_command_completion(
+        self, interaction: discord.Interaction[Courier], command: app_commands.Command[Any, ..., Any]
+    ) -> None:
+        """Count a command that ran to the end."""
+        if self.metrics is not None:
+            self.metrics.commands.count(command.qualified_name, "success")
+
+    def health(self) -> tuple[bool, str]:
+        """Whether an orchestrator should route to this process, and why."""
+        if self.shutting_down or http_client.closing:
+            return False, "shutting down"
+        if not self.is_ready():
+            return False, "waiting for the first READY from Discord"
+        if not self.connected():
+            return False, "reconnecting to Discord"
+        return True, f"connected to Discord in {len(self.guilds)} guild(s)"
+
     async def _beat(self, path: Path) -> None:
         """Touch `path` while connected, so the container health check can tell."""
         while not self.is_closed():
@@ -241,6 +269,7 @@ class Courier(commands.AutoShardedBot):
 
     async def close(self) -> None:
         """Let running commands finish, close Discord (unloads cogs), then drain the HTTP client."""
+        self.shutting_down = True
         await self.tree.drain(self.settings.shutdown_grace)
         if self._health_task is not None:
             self._health_task.cancel()
@@ -251,6 +280,8 @@ class Courier(commands.AutoShardedBot):
             write_health(self.settings.health_file, connected=False)
         await super().close()
         await http_client.close()
+        if self.metrics is not None:
+            self.metrics.uninstall()
 
 
 def format_shard_ids(ids: list[int]) -> str:

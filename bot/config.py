@@ -113,6 +113,13 @@ def read_shards(env: Mapping[str, str]) -> tuple[int | None, tuple[int, ...] | N
     return count, parse_shard_ids(ids, count)
 
 
+def env_port(env: Mapping[str, str], key: str) -> int | None:
+    """Read an optional TCP port; absent or empty means off."""
+    if env_optional_str(env, key) is None:
+        return None
+    return env_int(env, key, 0, minimum=1, maximum=65535)
+
+
 def default_state_dir(env: Mapping[str, str]) -> Path:
     """Where the bot keeps small state files: $XDG_STATE_HOME/courier or ~/.local/state/courier."""
     base = env_optional_str(env, "XDG_STATE_HOME")
@@ -131,6 +138,8 @@ class BotSettings:
     state_dir: Path = field(default_factory=lambda: Path(".courier-state"))
     health_file: Path | None = None
     shutdown_grace: float = 8.0
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     http: HTTPSettings = field(default_factory=HTTPSettings)
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
@@ -156,6 +165,8 @@ class BotSettings:
             state_dir=Path(state_dir) if state_dir else default_state_dir(env),
             health_file=Path(health_file) if health_file else None,
             shutdown_grace=env_float(env, "SHUTDOWN_GRACE", 8.0, minimum=0, maximum=300),
+            metrics_port=env_port(env, "METRICS_PORT"),
+            metrics_host=env_str(env, "METRICS_HOST", "127.0.0.1"),
             http=HTTPSettings.from_env(env),
             shard_count=shard_count,
             shard_ids=shard_ids,

@@ -126,6 +126,11 @@ class HTTPClient:
         """Retry policy, breakers, host limits and cache."""
         return self.pipeline.resilience
 
+    @property
+    def closing(self) -> bool:
+        """Whether `close()` is under way (new requests are refused)."""
+        return self._closing
+
     def configure(self, settings: HTTPSettings) -> None:
         """Use `settings` for every client built from now on (the bot calls this at start)."""
         with self._guard:

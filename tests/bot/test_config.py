@@ -99,3 +99,12 @@ def test_main_reads_dotenv_but_real_environment_wins(
     assert main() == 2
     err = capsys.readouterr().err
     assert "HTTP_MAX_CONNECTIONS='zero'" in err and TOKEN not in err
+
+
+def test_from_env_metrics_port_off_by_default_and_validated() -> None:
+    assert (settings().metrics_port, settings().metrics_host) == (None, "127.0.0.1")
+    s = settings(METRICS_PORT="9464", METRICS_HOST="0.0.0.0")
+    assert (s.metrics_port, s.metrics_host) == (9464, "0.0.0.0")
+    for bad in ("0", "70000", "http"):
+        with pytest.raises(SettingsError, match="METRICS_PORT"):
+            settings(METRICS_PORT=bad)
