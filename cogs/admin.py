@@ -9,15 +9,17 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs._embeds import make_embed
+from cogs._embeds import FIELD_VALUE_LIMIT, make_embed
 from services.errors import humanize_seconds
 from services.http_client import http_client
-from services.stats import BlockStats, PoolStats
+from services.stats import TREND_SLOT_SECONDS, TREND_SLOTS, BlockStats, OriginTrend, PoolStats, sparkline
 
 REFUSAL = "Sorry, only the bot's owners and server administrators can see the HTTP statistics."
 MAX_ORIGINS = 10
 MAX_ERRORS = 8
 MAX_BLOCKS = 8
+MAX_ORIGIN_CHARS = 60
+TRENDS_TITLE = f"Last hour ({TREND_SLOTS} slots of {TREND_SLOT_SECONDS // 60} min)"
 
 
 def _n(value: int) -> str:
@@ -120,6 +122,31 @@ def cache_text(stats: PoolStats) -> str:
     )
 
 
+def trend_text(trend: OriginTrend) -> str:
+    """Three lines for one origin: its name and volume, then p95 and errors as sparklines."""
+    origin = (
+        trend.origin if len(trend.origin) <= MAX_ORIGIN_CHARS else trend.origin[: MAX_ORIGIN_CHARS - 1] + "…"
+    )
+    worst = max((v for v in trend.p95_ms if v is not None), default=None)
+    return (
+        f"`{origin}` {_n(trend.requests)} requests\n"
+        f"p95 {sparkline(trend.p95_ms)} max {_ms(worst)}\n"
+        f"err {sparkline(tuple(None if e is None else float(e) for e in trend.errors))} "
+        f"{_n(sum(e or 0 for e in trend.errors))}"
+    )
+
+
+def trends_text(stats: PoolStats) -> str:
+    """The busiest origins' last hour, as many as fit one field."""
+    blocks: list[str] = []
+    for trend in stats.trends:
+        block = trend_text(trend)
+        if sum(len(b) + 1 for b in blocks) + len(block) > FIELD_VALUE_LIMIT:
+            break
+        blocks.append(block)
+    return "\n".join(blocks) or "no requests in the last hour"
+
+
 def build_stats_embed(stats: PoolStats) -> discord.Embed:
     """Shape a pool snapshot into an embed a person reads at a glance."""
     fields = [
@@ -131,6 +158,7 @@ def build_stats_embed(stats: PoolStats) -> discord.Embed:
         ("Rate-limit blocks", blocks_text(stats)),
         ("Cache", cache_text(stats)),
         ("Origins", origins_text(stats)),
+        (TRENDS_TITLE, trends_text(stats)),
     ]
     return make_embed(
         title="Shared HTTP client",

@@ -62,6 +62,8 @@ class RequestOptions(TypedDict, total=False):
 
 
 _SEND_OPTIONS = ("auth", "follow_redirects")
+# Origins whose last hour a snapshot carries (the busiest).
+MAX_TRENDS = 5
 
 
 def _settle(waiter: asyncio.Future[None]) -> None:
@@ -496,6 +498,7 @@ class HTTPClient:
             breakers=dict(self.resilience.breakers.states()),
             cache=self.resilience.cache.stats(),
             blocks=self.resilience.limiter.blocks(),
+            trends=stats.trends.busiest(MAX_TRENDS),
         )
 
 

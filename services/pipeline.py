@@ -328,7 +328,9 @@ class Pipeline:
         response: httpx.Response | None = None,
         error: BaseException | None = None,
     ) -> None:
-        """Tell observers (metrics) about one request sent: each attempt counts, as each redirect hop."""
+        """Note one request sent (each attempt, each redirect hop): its origin's trend, then observers."""
+        failed = response is None or response.status_code >= 500
+        self.stats.trends.record(origin, elapsed, failed=failed)
         if observers.OBSERVERS:
             if response is not None:
                 observers.observe_final(response, elapsed, origin)

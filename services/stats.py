@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -83,6 +85,16 @@ class BlockStats:
 
 
 @dataclass(frozen=True, slots=True)
+class OriginTrend:
+    """One origin over the last hour, oldest slot first: latency p95 (ms) and errors per slot."""
+
+    origin: str
+    requests: int
+    p95_ms: tuple[float | None, ...]
+    errors: tuple[int | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class PoolStats:
     """A snapshot of the shared client: live pool figures, configured limits and request counters."""
 
@@ -111,6 +123,7 @@ class PoolStats:
     breakers: dict[str, str] = field(default_factory=dict)
     cache: CacheStats = field(default_factory=CacheStats)
     blocks: tuple[BlockStats, ...] = ()
+    trends: tuple[OriginTrend, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """Plain, JSON-friendly form of the snapshot."""
@@ -149,7 +162,8 @@ def _status_class(status: int) -> str:
 class RequestStats:
     """Counters the service keeps for itself: totals, in flight, outcomes and latency."""
 
-    def __init__(self, window: int = 1000) -> None:
+    def __init__(self, window: int = 1000, trends: Trends | None = None) -> None:
+        self.trends = Trends() if trends is None else trends
         self.total = 0
         self.in_flight = 0
         self.by_status_class: Counter[str] = Counter()
@@ -183,3 +197,104 @@ class RequestStats:
             return round(ordered[index] * 1000, 2)
 
         return LatencyStats(len(ordered), pct(0.50), pct(0.95), pct(0.99))
+
+
+TREND_SLOT_SECONDS = 300
+TREND_SLOTS = 12
+# Origins followed at once; the least recently used is forgotten first (/isup reaches arbitrary hosts).
+MAX_TREND_ORIGINS = 32
+# Upper bounds (ms) of the latency buckets each slot counts into: a p95 is read to about 30 %.
+TREND_BOUNDS_MS = (
+    5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 400, 500, 750,
+    1000, 1500, 2000, 3000, 5000, 7500, 10_000, 20_000, 30_000, 60_000, math.inf,
+)  # fmt: skip
+
+
+class _Slot:
+    """Five minutes of one origin: requests, failures and a latency histogram (fixed size)."""
+
+    __slots__ = ("buckets", "failed", "number", "requests")
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.requests = 0
+        self.failed = 0
+        self.buckets = [0] * len(TREND_BOUNDS_MS)
+
+    def p95_ms(self) -> float | None:
+        if not self.requests:
+            return None
+        rank = math.ceil(0.95 * self.requests)
+        seen = 0
+        for bound, count in zip(TREND_BOUNDS_MS, self.buckets, strict=True):
+            seen += count
+            if seen >= rank:
+                return bound if math.isfinite(bound) else TREND_BOUNDS_MS[-2]
+        return None  # unreachable: the counts sum to `requests`
+
+
+class Trends:
+    """The last hour per origin in 5-minute slots: bounded in origins and slots, O(1) per request."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, max_origins: int = MAX_TREND_ORIGINS) -> None:
+        self._clock = clock
+        self._max_origins = max_origins
+        self._rings: OrderedDict[str, list[_Slot | None]] = OrderedDict()
+
+    def record(self, origin: str, elapsed: float, *, failed: bool) -> None:
+        """Count one finished request to `origin`."""
+        number = int(self._clock() // TREND_SLOT_SECONDS)
+        ring = self._rings.get(origin)
+        if ring is None:
+            if len(self._rings) >= self._max_origins:
+                self._rings.popitem(last=False)
+            ring = self._rings[origin] = [None] * TREND_SLOTS
+        else:
+            self._rings.move_to_end(origin)
+        position = number % TREND_SLOTS
+        slot = ring[position]
+        if slot is None or slot.number != number:
+            slot = ring[position] = _Slot(number)
+        slot.requests += 1
+        slot.failed += failed
+        slot.buckets[bisect.bisect_left(TREND_BOUNDS_MS, elapsed * 1000)] += 1
+
+    def busiest(self, limit: int) -> tuple[OriginTrend, ...]:
+        """The `limit` origins with the most requests in the last hour, each oldest slot first."""
+        now = int(self._clock() // TREND_SLOT_SECONDS)
+        trends = [self._trend(origin, ring, now) for origin, ring in list(self._rings.items())]
+        ranked = sorted((t for t in trends if t.requests), key=lambda t: (-t.requests, t.origin))
+        return tuple(ranked[:limit])
+
+    @staticmethod
+    def _trend(origin: str, ring: list[_Slot | None], now: int) -> OriginTrend:
+        slots = []
+        for number in range(now - TREND_SLOTS + 1, now + 1):
+            slot = ring[number % TREND_SLOTS]
+            slots.append(slot if slot is not None and slot.number == number else None)
+        return OriginTrend(
+            origin=origin,
+            requests=sum(s.requests for s in slots if s is not None),
+            p95_ms=tuple(None if s is None else s.p95_ms() for s in slots),
+            errors=tuple(None if s is None else s.failed for s in slots),
+        )
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+NO_DATA = "·"
+
+
+def sparkline(values: tuple[float | None, ...]) -> str:
+    """One character per value, scaled from zero to the largest; `·` where there is no value."""
+    top = max((v for v in values if v is not None), default=0.0)
+    chars = []
+    for value in values:
+        if value is None:
+            chars.append(NO_DATA)
+        elif top <= 0:
+            chars.append(SPARKS[0])
+        else:
+            # Any non-zero value rises above the baseline: one error in an hour must show.
+            level = max(1 if value > 0 else 0, round(value / top * (len(SPARKS) - 1)))
+            chars.append(SPARKS[level])
+    return "".join(chars)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cogs.admin import REFUSAL
+from cogs.admin import REFUSAL, TRENDS_TITLE
 from tests.bot.conftest import courier_session
 from tests.bot.fake_discord import ADMINISTRATOR, APP_OWNER_ID, EPHEMERAL
 
@@ -19,6 +19,7 @@ STATS_FIELDS = {
     "Rate-limit blocks",
     "Cache",
     "Origins",
+    TRENDS_TITLE,
 }
 
 

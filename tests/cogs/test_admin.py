@@ -11,9 +11,9 @@ import pytest
 from aiohttp import web
 from discord.ext import commands
 
-from cogs.admin import REFUSAL, Admin, build_stats_embed
+from cogs.admin import REFUSAL, TRENDS_TITLE, Admin, build_stats_embed
 from services.http_client import http_client
-from services.stats import BlockStats, CacheStats
+from services.stats import TREND_SLOTS, BlockStats, CacheStats, OriginStats, OriginTrend
 from tests.cogs.conftest import FakeInteraction
 from tests.conftest import ServerFactory
 
@@ -134,3 +134,39 @@ async def test_embed_lists_rate_limit_blocks_with_scope_and_time_left() -> None:
         "`http://127.0.0.1:8001` all paths: blocked 42 seconds more"
     )
     assert fields(build_stats_embed(http_client.get_pool_stats()))["Rate-limit blocks"] == "none"
+
+
+async def test_embed_trends_show_the_last_hour_per_origin(local_server: ServerFactory) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    base = await local_server({"/ok": ok, "/broken": broken})
+    for _ in range(3):
+        await http_client.get(f"{base}/ok", cache=False)
+    await http_client.get(f"{base}/broken", raise_for_status=False, retries=0)
+    shown = fields(build_stats_embed(http_client.get_pool_stats()))
+    origin, p95, errors = shown[TRENDS_TITLE].split("\n")
+    assert origin == f"`{base}` 4 requests"
+    assert p95.startswith("p95 " + "·" * (TREND_SLOTS - 1)) and "max" in p95
+    assert errors == "err " + "·" * (TREND_SLOTS - 1) + "█ 1"
+
+
+async def test_embed_stays_within_discord_limits_at_its_largest() -> None:
+    host = "h" * 250
+    trend = OriginTrend(
+        f"https://{host}:443", 10**9, tuple([float(10**5)] * TREND_SLOTS), tuple([10**6] * TREND_SLOTS)
+    )
+    stats = replace(
+        http_client.get_pool_stats(),
+        origins=tuple(OriginStats(f"https://{i}{host}:443", connections=100) for i in range(30)),
+        errors={f"Error{i}" * 10: 10**9 for i in range(30)},
+        breakers={f"https://{i}{host}:443": "open" for i in range(30)},
+        trends=(trend,) * 5,
+    )
+    embed = build_stats_embed(stats)
+    assert len(embed) <= 6000
+    assert all(len(f.value or "") <= 1024 for f in embed.fields)
+    assert TRENDS_TITLE in fields(embed)
