@@ -47,7 +47,9 @@ _ADDRESSES: dict[str, tuple[str, str, int]] = {}
 MAX_ADDRESSES = 1024
 
 
-def _address(request: httpx.Request, origin: str | None) -> tuple[str, str, int]:
+def _report(
+    request: httpx.Request, status: int | None, error: str | None, duration: float, origin: str | None
+) -> None:
     address = _ADDRESSES.get(origin) if origin is not None else None
     if address is None:
         url = request.url
@@ -57,14 +59,7 @@ def _address(request: httpx.Request, origin: str | None) -> tuple[str, str, int]
             if len(_ADDRESSES) >= MAX_ADDRESSES:
                 _ADDRESSES.clear()
             _ADDRESSES[origin] = address
-    return address
-
-
-def _report(
-    request: httpx.Request, status: int | None, error: str | None, duration: float, origin: str | None
-) -> None:
-    scheme, host, port = _address(request, origin)
-    event = RequestEvent(request.method, scheme, host, port, status, error, duration)
+    event = RequestEvent(request.method, *address, status, error, duration)
     for observer in tuple(OBSERVERS):
         try:
             observer(event)
