@@ -25,6 +25,8 @@ ENV PATH="/app/.venv/bin:$PATH" \
 USER 10001
 # The bot closes Discord and drains the HTTP client on SIGTERM, then exits 0.
 STOPSIGNAL SIGTERM
+# With METRICS_PORT set (and METRICS_HOST=0.0.0.0 for Prometheus) it asks GET /healthz; otherwise it
+# reads the health file the bot touches while connected.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-m", "bot.health"]
 CMD ["python", "-m", "bot"]

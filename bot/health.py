@@ -1,7 +1,12 @@
-"""Container health check: exit 0 when the bot touched its health file recently, 1 otherwise."""
+"""Container health check: exit 0 when the bot is connected, 1 otherwise.
+
+With METRICS_PORT set it asks the bot's /healthz; without, it reads the health file the bot touches.
+"""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import sys
 import time
@@ -25,8 +30,32 @@ def check(path: Path, now: float | None = None) -> tuple[bool, str]:
     return True, f"connected ({age:.0f}s ago)"
 
 
+def probe(host: str, port: int, timeout: float = 3.0) -> tuple[bool, str]:
+    """Ask the bot's /healthz on its own machine: healthy on 200; the reason comes from the body."""
+    target = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    connection = http.client.HTTPConnection(target, port, timeout=timeout)
+    try:
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        body = response.read(4096)
+    except OSError as exc:
+        return False, f"no answer from http://{target}:{port}/healthz: {exc}"
+    finally:
+        connection.close()
+    try:
+        reason = str(json.loads(body)["reason"])
+    except (ValueError, KeyError, TypeError):
+        reason = f"HTTP {response.status}"
+    return response.status == 200, reason
+
+
 def main() -> int:
-    """Check the file named by COURIER_HEALTH_FILE."""
+    """Probe METRICS_HOST:METRICS_PORT/healthz when METRICS_PORT is set, else the COURIER_HEALTH_FILE."""
+    port = os.environ.get("METRICS_PORT", "").strip()
+    if port.isdecimal():
+        healthy, reason = probe(os.environ.get("METRICS_HOST", "127.0.0.1").strip(), int(port))
+        print(reason, file=sys.stdout if healthy else sys.stderr)
+        return 0 if healthy else 1
     name = os.environ.get("COURIER_HEALTH_FILE", "").strip()
     if not name:
         print("COURIER_HEALTH_FILE is not set", file=sys.stderr)

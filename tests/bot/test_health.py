@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from bot.bot import write_health
-from bot.health import STALE_AFTER, check, main
+from bot.health import STALE_AFTER, check, main, probe
+from bot.metrics import BotMetrics
+from bot.metrics_server import MetricsServer
+from services.http_client import http_client
+from tests.bot.test_metrics import FakeBot
 
 
 def test_fresh_file_is_healthy(tmp_path: Path) -> None:
@@ -43,3 +49,30 @@ def test_main_exit_status_follows_the_file(tmp_path: Path, monkeypatch: pytest.M
     assert main() == 0
     monkeypatch.delenv("COURIER_HEALTH_FILE")
     assert main() == 1
+
+
+@pytest.mark.parametrize(
+    ("state", "code"), [((True, "connected to Discord"), 0), ((False, "shutting down"), 1)]
+)
+async def test_health_probe_asks_healthz_when_metrics_port_is_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], state: tuple[bool, str], code: int
+) -> None:
+    server = MetricsServer(BotMetrics(FakeBot(), http_client), lambda: state, "127.0.0.1", 0)
+    await server.start()
+    try:
+        monkeypatch.setenv("METRICS_PORT", str(server.port))
+        monkeypatch.setenv("METRICS_HOST", "0.0.0.0")  # probed on 127.0.0.1
+        monkeypatch.delenv("COURIER_HEALTH_FILE", raising=False)
+        assert await asyncio.to_thread(main) == code
+    finally:
+        await server.close()
+    printed = capsys.readouterr()
+    assert state[1] in (printed.out if code == 0 else printed.err)
+
+
+def test_health_probe_without_an_answer_is_unhealthy() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    healthy, reason = probe("127.0.0.1", port, timeout=1.0)
+    assert not healthy and reason.startswith(f"no answer from http://127.0.0.1:{port}/healthz")
