@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -201,12 +201,16 @@ class RequestStats:
 
 TREND_SLOT_SECONDS = 300
 TREND_SLOTS = 12
-# Origins followed at once; the least recently used is forgotten first (/isup reaches arbitrary hosts).
+# Origins followed at once; the one idle longest is forgotten first (/isup reaches arbitrary hosts).
 MAX_TREND_ORIGINS = 32
 # Upper bounds (ms) of the latency buckets each slot counts into: a p95 is read to about 30 %.
-TREND_BOUNDS_MS = (
-    5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 400, 500, 750,
-    1000, 1500, 2000, 3000, 5000, 7500, 10_000, 20_000, 30_000, 60_000, math.inf,
+# Floats only: bisect over mixed ints and floats costs three times as much.
+TREND_BOUNDS_MS = tuple(
+    float(bound)
+    for bound in (
+        5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 400, 500, 750,
+        1000, 1500, 2000, 3000, 5000, 7500, 10_000, 20_000, 30_000, 60_000, math.inf,
+    )
 )  # fmt: skip
 
 
@@ -233,36 +237,54 @@ class _Slot:
         return None  # unreachable: the counts sum to `requests`
 
 
+class _Ring:
+    """One origin's slots, and the slot being filled (kept apart so a request finds it at once)."""
+
+    __slots__ = ("current", "slots")
+
+    def __init__(self) -> None:
+        self.slots: list[_Slot | None] = [None] * TREND_SLOTS
+        self.current = _Slot(-1)
+
+
 class Trends:
     """The last hour per origin in 5-minute slots: bounded in origins and slots, O(1) per request."""
 
-    def __init__(self, clock: Callable[[], float] = time.time, max_origins: int = MAX_TREND_ORIGINS) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, max_origins: int = MAX_TREND_ORIGINS
+    ) -> None:
         self._clock = clock
         self._max_origins = max_origins
-        self._rings: OrderedDict[str, list[_Slot | None]] = OrderedDict()
+        self._rings: dict[str, _Ring] = {}
 
     def record(self, origin: str, elapsed: float, *, failed: bool) -> None:
-        """Count one finished request to `origin`."""
+        """Count one request sent to `origin` (on every request: kept to a few attribute updates)."""
         number = int(self._clock() // TREND_SLOT_SECONDS)
         ring = self._rings.get(origin)
         if ring is None:
-            if len(self._rings) >= self._max_origins:
-                self._rings.popitem(last=False)
-            ring = self._rings[origin] = [None] * TREND_SLOTS
-        else:
-            self._rings.move_to_end(origin)
-        position = number % TREND_SLOTS
-        slot = ring[position]
-        if slot is None or slot.number != number:
-            slot = ring[position] = _Slot(number)
+            ring = self._add(origin)
+        slot = ring.current
+        if slot.number != number:
+            slot = ring.current = ring.slots[number % TREND_SLOTS] = _Slot(number)
         slot.requests += 1
-        slot.failed += failed
+        if failed:
+            slot.failed += 1
         slot.buckets[bisect.bisect_left(TREND_BOUNDS_MS, elapsed * 1000)] += 1
+
+    def _add(self, origin: str) -> _Ring:
+        """A ring for a new origin; when full, the one idle longest (then the quietest) makes room."""
+        if len(self._rings) >= self._max_origins:
+            idle = min(
+                self._rings, key=lambda o: (self._rings[o].current.number, self._rings[o].current.requests)
+            )
+            del self._rings[idle]
+        ring = self._rings[origin] = _Ring()
+        return ring
 
     def busiest(self, limit: int) -> tuple[OriginTrend, ...]:
         """The `limit` origins with the most requests in the last hour, each oldest slot first."""
         now = int(self._clock() // TREND_SLOT_SECONDS)
-        trends = [self._trend(origin, ring, now) for origin, ring in list(self._rings.items())]
+        trends = [self._trend(origin, ring.slots, now) for origin, ring in list(self._rings.items())]
         ranked = sorted((t for t in trends if t.requests), key=lambda t: (-t.requests, t.origin))
         return tuple(ranked[:limit])
 

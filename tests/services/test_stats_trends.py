@@ -63,10 +63,14 @@ def test_trends_a_reused_ring_position_starts_a_fresh_slot() -> None:
     assert (trend.requests, trend.errors[-1], trend.p95_ms[-1]) == (1, 0, 10)
 
 
-def test_trends_origins_are_bounded_least_recently_used_first() -> None:
-    trends = Trends(Clock(), max_origins=3)
-    for origin in ("a", "b", "c", "a", "d"):
+def test_trends_origins_are_bounded_the_one_idle_longest_forgotten_first() -> None:
+    clock = Clock()
+    trends = Trends(clock, max_origins=3)
+    for origin in ("a", "b", "c"):
         trends.record(origin, 0.01, failed=False)
+        clock.now += TREND_SLOT_SECONDS
+    trends.record("a", 0.01, failed=False)  # a is busy again: b has been idle longest
+    trends.record("d", 0.01, failed=False)
     assert {t.origin for t in trends.busiest(10)} == {"a", "c", "d"}
     assert MAX_TREND_ORIGINS <= 64
 
