@@ -19,6 +19,7 @@ from bot.bot import UNEXPECTED, Courier, CourierTree, discover_extensions, user_
 from bot.config import BotSettings
 from services.errors import NotFoundError
 from services.http_client import http_client
+from tests.bot.conftest import courier_session
 from tests.cogs.conftest import FakeInteraction, Sent
 
 TOKEN = "MTIz.NDU2.Nzg5"
@@ -270,3 +271,20 @@ def caplog_loguru() -> Iterator[list[str]]:
     sink = logger.add(lambda m: lines.append(str(m)), level="DEBUG", format="{message}\n{exception}")
     yield lines
     logger.remove(sink)
+
+
+async def test_error_handler_counts_failures_and_refusals_by_command(tmp_path: Path) -> None:
+    bot = make_bot(tmp_path, metrics_port=9464)
+    assert bot.metrics is not None
+    await bot.tree.on_error(TreeInteraction(), invoke_error(RuntimeError("boom")))  # type: ignore[arg-type]
+    refusal = app_commands.CheckFailure("no")
+    await bot.tree.on_error(TreeInteraction(), refusal)  # type: ignore[arg-type]
+    assert bot.metrics.commands.counts == {("pypi", "failure"): 1, ("pypi", "refused"): 1}
+
+
+async def test_health_waits_for_ready_then_says_shutting_down_once_close_begins(tmp_path: Path) -> None:
+    assert make_bot(tmp_path).health() == (False, "waiting for the first READY from Discord")
+    async with courier_session(tmp_path) as (_, bot):
+        assert bot.health() == (True, "connected to Discord in 1 guild(s)")
+        assert bot.metrics is None  # no METRICS_PORT: nothing is kept
+    assert bot.health() == (False, "shutting down")
