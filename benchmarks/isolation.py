@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import gc
 import multiprocessing
 import random
 import statistics
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -57,7 +57,9 @@ async def _serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
 
 def _upstreams(pipe: Connection) -> None:
     async def main() -> None:
-        servers = [await asyncio.start_server(_serve_one, "127.0.0.1", 0, backlog=1024) for _ in range(UPSTREAMS)]
+        servers = [
+            await asyncio.start_server(_serve_one, "127.0.0.1", 0, backlog=1024) for _ in range(UPSTREAMS)
+        ]
         pipe.send([s.sockets[0].getsockname()[1] for s in servers])
         await asyncio.get_running_loop().run_in_executor(None, pipe.recv)  # until told to stop
 
@@ -142,6 +144,13 @@ def p99(values: list[float]) -> float:
     return ordered[max(0, int(len(ordered) * 0.99 + 0.5) - 1)]
 
 
+def malloc_trim() -> float:
+    """Ask glibc to return freed heap to the system; the RSS after, in MiB."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return rss_mib()
+
+
 def rss_mib() -> float:
     """This process's resident set, in MiB."""
     with open("/proc/self/status") as status:
@@ -171,7 +180,9 @@ def report(rate: float, fast: Phase, slow: Phase) -> None:
     fails = sum(slow.other_errors.values())
     total_slow = sum(slow.slow_outcomes.values())
     print(f"\n## {rate:g} requests/s")
-    print("| | other upstreams p99 | other failures | slow upstream: ok / failed | failed after (median, p99) |")
+    print(
+        "| | others' p99 | others' failures | slow upstream ok / failed | failed after (median, p99) |"
+    )
     print("|---|---:|---:|---:|---:|")
     print(f"| all fast | {base:.0f} ms | {sum(fast.other_errors.values())} of {len(fast.other_ms)} | | |")
     failed = total_slow - slow.slow_outcomes["ok"]
@@ -185,7 +196,9 @@ def report(rate: float, fast: Phase, slow: Phase) -> None:
         f"{len(slow.other_ms)} | {slow.slow_outcomes['ok']} / {failed} | {after} |"
     )
     kinds = {k: v for k, v in slow.slow_outcomes.items() if k != "ok"}
-    print(f"slow upstream failures by type: {dict(kinds) or 'none'}; other failures: {dict(slow.other_errors)}")
+    print(
+        f"slow upstream failures by type: {dict(kinds) or 'none'}; other failures: {dict(slow.other_errors)}"
+    )
     for message, count in slow.messages.most_common(2):
         print(f"  user sees ({count}): {message}")
 
@@ -211,10 +224,15 @@ async def overload(ports: list[int], rate: float, seconds: float, share: float) 
         await asyncio.wait(tasks, timeout=45)
         watcher.cancel()
         await asyncio.sleep(3)
+        gc.collect()
         after = rss_mib()
+        trimmed = malloc_trim()
         stats = service.get_pool_stats()
         print(f"\n## overload: {rate:g} requests/s for {seconds:g} s, upstream 0 slow")
-        print(f"RSS: {before:.0f} MiB before, {peak:.0f} MiB peak, {after:.0f} MiB 3 s after the step")
+        print(
+            f"RSS: {before:.0f} MiB before, {peak:.0f} MiB peak, {after:.0f} MiB 3 s after the step, "
+            f"{trimmed:.0f} MiB after malloc_trim(0) (what glibc kept but Python had freed)"
+        )
         print(f"other failures: {dict(phase.other_errors)}; slow upstream: {dict(phase.slow_outcomes)}")
         print(f"pool after: {stats.connections} connections, {stats.queued} queued")
     finally:

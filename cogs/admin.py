@@ -73,13 +73,18 @@ def latency_text(stats: PoolStats) -> str:
 
 
 def origins_text(stats: PoolStats) -> str:
-    """The busiest origins, one line each."""
-    rows = sorted(stats.origins, key=lambda o: (-(o.connections + o.queued), o.origin))
+    """The busiest origins, one line each: connections, then requests in flight against the origin's
+    current limit, and requests shed (turned away because the origin was too slow to queue for)."""
+    rows = sorted(stats.origins, key=lambda o: (-(o.connections + o.queued + o.shed), o.origin))
     lines = []
     for o in rows[:MAX_ORIGINS]:
         version = "h2" if o.http2 and not o.http1 else "h1+h2" if o.http2 else "h1"
         queued = f", {o.queued} queued" if o.queued else ""
-        lines.append(f"`{o.origin}` {o.connections} ({o.active} active, {o.idle} idle{queued}) {version}")
+        slots = f" · {o.in_flight}/{o.limit} in flight" if o.limit is not None else ""
+        shed = f", {_n(o.shed)} shed" if o.shed else ""
+        lines.append(
+            f"`{o.origin}` {o.connections} ({o.active} active, {o.idle} idle{queued}) {version}{slots}{shed}"
+        )
     if len(rows) > MAX_ORIGINS:
         lines.append(f"+{len(rows) - MAX_ORIGINS} more origins")
     return "\n".join(lines) or "no connections"

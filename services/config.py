@@ -217,6 +217,8 @@ class HTTPSettings:
     drain_timeout: float = 10.0
     transport: str = "auto"
     max_connections_per_host: int = 0
+    max_queued_per_host: int = 0
+    adaptive_concurrency: bool = True
 
     def __post_init__(self) -> None:
         if self.max_keepalive_connections > self.max_connections:
@@ -288,4 +290,6 @@ class HTTPSettings:
             max_connections_per_host=env_int(
                 env, "HTTP_MAX_CONNECTIONS_PER_HOST", d.max_connections_per_host, minimum=0
             ),
+            max_queued_per_host=env_int(env, "HTTP_MAX_QUEUED_PER_HOST", d.max_queued_per_host, minimum=0),
+            adaptive_concurrency=env_bool(env, "HTTP_ADAPTIVE_CONCURRENCY", d.adaptive_concurrency),
         )

@@ -142,6 +142,20 @@ class DeadlineExceededError(TimedOutError):
     """The call's total deadline ran out across its attempts and waits."""
 
 
+class HostBusyError(TimedOutError, httpx.PoolTimeout):
+    """The host's share of the pool is taken and its queue would not clear in time; nothing was sent.
+
+    A `PoolTimeout` (and a `TimedOutError`), so code that handles those handles this too; it comes at
+    once when the wait is already known to be too long, instead of after the pool timeout.
+    """
+
+    default_message = "{host} is slow right now; please try again in a minute."
+
+    def __init__(self, message: str, *, request: httpx.Request | None = None, shed: bool = False) -> None:
+        super().__init__(message, request=request)
+        self.shed = shed
+
+
 class ResponseTooLargeError(CourierHTTPError):
     """The body passed the size cap; the transfer was aborted."""
 
@@ -153,6 +167,16 @@ def deadline_exceeded(request: httpx.Request, seconds: float) -> DeadlineExceede
     return DeadlineExceededError(
         f"{request.method} {redact_url(request.url)} ran past its {seconds:g}s deadline", request=request
     )
+
+
+def host_busy(request: httpx.Request, waited: float | None) -> HostBusyError:
+    """The error for a request to `request`'s host that got no slot (`waited` None: turned away at once)."""
+    where = f"{request.method} {redact_url(request.url)}"
+    if waited is None:
+        return HostBusyError(
+            f"{where} shed: its host's queue would not clear in time", request=request, shed=True
+        )
+    return HostBusyError(f"{where} got no connection within {waited:.3g}s", request=request)
 
 
 def too_large(request: httpx.Request, cap: int) -> ResponseTooLargeError:

@@ -23,11 +23,22 @@ class ConnectionSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class SlotCounts:
+    """One origin's share of a pool: requests holding a slot, queued, its current limit, requests shed."""
+
+    in_flight: int
+    queued: int
+    limit: int
+    shed: int
+
+
+@dataclass(frozen=True, slots=True)
 class PoolState:
-    """What a transport reports of its pool: its connections and requests waiting per origin."""
+    """What a transport reports of its pool: its connections, requests waiting and slots per origin."""
 
     connections: tuple[ConnectionSnapshot, ...]
     queued: dict[str, int]
+    slots: dict[str, SlotCounts] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -51,6 +62,9 @@ class OriginStats:
     queued: int = 0
     http1: int = 0
     http2: int = 0
+    in_flight: int = 0
+    limit: int | None = None  # None: the transport sets no per-origin limit (httpcore)
+    shed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +147,18 @@ class PoolStats:
 def merge_pool_states(states: list[PoolState]) -> PoolState:
     """One PoolState from several (a client's mounts, or the clients of several loops)."""
     queued: Counter[str] = Counter()
+    slots: dict[str, SlotCounts] = {}
     for s in states:
         queued.update(s.queued)
-    return PoolState(tuple(c for s in states for c in s.connections), dict(queued))
+        for origin, counts in s.slots.items():
+            known = slots.get(origin)
+            slots[origin] = counts if known is None else _add_slots(known, counts)
+    return PoolState(tuple(c for s in states for c in s.connections), dict(queued), slots)
+
+
+def _add_slots(a: SlotCounts, b: SlotCounts) -> SlotCounts:
+    """One origin's slots over two pools (the clients of two event loops)."""
+    return SlotCounts(a.in_flight + b.in_flight, a.queued + b.queued, a.limit + b.limit, a.shed + b.shed)
 
 
 def summarize_origins(state: PoolState) -> tuple[OriginStats, ...]:
@@ -148,7 +171,19 @@ def summarize_origins(state: PoolState) -> tuple[OriginStats, ...]:
         row["http2" if conn.http_version == "HTTP/2" else "http1"] += 1
     for origin, count in state.queued.items():
         rows.setdefault(origin, Counter())["queued"] += count
-    return tuple(OriginStats(origin, **counts) for origin, counts in sorted(rows.items()))
+    for origin, slots in state.slots.items():
+        if slots.in_flight or slots.queued or slots.shed or origin in rows:
+            row = rows.setdefault(origin, Counter())
+            row["in_flight"] += slots.in_flight
+            row["shed"] += slots.shed
+    return tuple(
+        OriginStats(origin, **counts, limit=_limit(state, origin)) for origin, counts in sorted(rows.items())
+    )
+
+
+def _limit(state: PoolState, origin: str) -> int | None:
+    slots = state.slots.get(origin)
+    return None if slots is None else slots.limit
 
 
 _STATUS_CLASSES = tuple(f"{n}xx" for n in range(6))

@@ -44,6 +44,8 @@ def transport_options(settings: HTTPSettings, ssl_context: ssl.SSLContext) -> di
         max_keepalive_connections=settings.max_keepalive_connections,
         keepalive_expiry=settings.keepalive_expiry,
         max_connections_per_host=settings.max_connections_per_host,
+        max_queued_per_host=settings.max_queued_per_host,
+        adaptive=settings.adaptive_concurrency,
     )
     limits = httpx.Limits(
         max_connections=settings.max_connections,

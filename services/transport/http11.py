@@ -130,6 +130,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self.reusable = True
         self.requests = 0
         self.idle_since = 0.0
+        self.checked_out = 0.0  # loop time the current request got this connection
         self.in_use = False
         self.error: httpx.TransportError | None = None
         self._waiter: asyncio.Future[None] | None = None

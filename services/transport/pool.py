@@ -6,13 +6,13 @@ import asyncio
 import datetime
 import ssl
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from services.errors import too_large
+from services.errors import host_busy, too_large
 from services.headers import HEADER_NAMES
 from services.resilience.retry import IDEMPOTENT_METHODS, Deadline
 from services.stats import ConnectionSnapshot, PoolState
@@ -26,6 +26,7 @@ from services.transport.http11 import (
     request_head,
 )
 from services.transport.httpx_glue import build_response, read_decoded, set_content
+from services.transport.scheduler import GRANTED, SlotScheduler, Ticket, default_share
 
 # Bytes taken from a socket per read, into one buffer the pool's connections share.
 READ_BUFFER_SIZE = 256 * 1024
@@ -33,6 +34,11 @@ DEFAULT_PORTS = {b"http": 80, b"https": 443}
 # Response extension holding a chunked body's trailer fields (an `httpx.Headers`), when it had any:
 # trailers are not headers (RFC 9110 §6.5), so they never reach `response.headers`.
 TRAILERS = "courier.trailers"
+# The share of a call's remaining deadline it may spend queued for a connection: past it the request
+# fails with HostBusyError, leaving the rest of the deadline for a reply that says so.
+QUEUE_SHARE = 0.1
+# Requests one origin may have queued by default (or HTTP_MAX_CONNECTIONS, if larger).
+MIN_QUEUE = 100
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -79,16 +85,6 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._finish(reuse=False)
 
 
-class _Waiter:
-    """A request queued for a connection of `key`: gets a connection, or leave to open one."""
-
-    __slots__ = ("future", "key")
-
-    def __init__(self, key: Key, future: asyncio.Future[HTTP11Connection | None]) -> None:
-        self.key = key
-        self.future = future
-
-
 class FastTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 over asyncio with llhttp (httptools) parsing and a pool it reports exactly.
 
@@ -97,7 +93,11 @@ class FastTransport(httpx.AsyncBaseTransport):
         max_connections: Cap on open connections across all origins.
         max_keepalive_connections: Cap on idle connections kept for reuse.
         keepalive_expiry: Seconds an idle connection is kept.
-        max_connections_per_host: Cap per origin; 0 means only the global cap applies.
+        max_connections_per_host: Slots (connections in use) one origin may hold; 0 means half the pool,
+            so one slow host leaves the other half to the rest.
+        max_queued_per_host: Requests one origin may have waiting; more are shed at once; 0 means
+            `max_connections` or 100, whichever is larger.
+        adaptive: Lower an origin's limit while its latency climbs (Gradient2), and raise it back.
         max_header_bytes: Largest response header block accepted.
     """
 
@@ -109,21 +109,28 @@ class FastTransport(httpx.AsyncBaseTransport):
         max_keepalive_connections: int = 20,
         keepalive_expiry: float = 5.0,
         max_connections_per_host: int = 0,
+        max_queued_per_host: int = 0,
+        adaptive: bool = True,
         max_header_bytes: int = MAX_HEADER_BYTES,
     ) -> None:
         self._ssl_context = ssl_context
         self._max_connections = max_connections
         self._max_keepalive = max_keepalive_connections
         self._keepalive_expiry = keepalive_expiry
-        self._per_host = max_connections_per_host or max_connections
         self._max_header_bytes = max_header_bytes
+        # Only origins with idle connections are keys here, so the first one found can be evicted.
         self._idle: dict[Key, list[HTTP11Connection]] = {}
         self._idle_count = 0
         self._active: set[HTTP11Connection] = set()
         self._connecting: Counter[Key] = Counter()
-        self._by_host: Counter[Key] = Counter()
-        self._total = 0
-        self._waiters: deque[_Waiter] = deque()
+        self._total = 0  # open connections, connecting ones included
+        self._slots: SlotScheduler[Key, asyncio.Future[None]] = SlotScheduler(
+            max_connections,
+            max_connections_per_host or default_share(max_connections),
+            max_queued_per_host or max(MIN_QUEUE, max_connections),
+            _grant,
+            adaptive=adaptive,
+        )
         self._origins: dict[Key, str] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -140,119 +147,125 @@ class FastTransport(httpx.AsyncBaseTransport):
             conns.extend(
                 ConnectionSnapshot(self._origin(key), "connecting", "HTTP/1.1") for _ in range(count)
             )
-        queued: Counter[str] = Counter()
-        for waiter in self._waiters:
-            if not waiter.future.done():
-                queued[self._origin(waiter.key)] += 1
-        return PoolState(tuple(conns), dict(queued))
+        slots = {self._origin(key): counts for key, counts in self._slots.snapshot().items()}
+        queued = {origin: counts.queued for origin, counts in slots.items() if counts.queued}
+        return PoolState(tuple(conns), queued, slots)
 
     def _origin(self, key: Key) -> str:
         text = self._origins.get(key)
         if text is None:
+            if len(self._origins) >= 1024:
+                self._origins.clear()  # names only, rebuilt on demand: any host may be looked up
             text = self._origins[key] = f"{key[0].decode()}://{key[1].decode()}:{key[2]}"
         return text
 
     def _take_idle(self, key: Key) -> HTTP11Connection | None:
+        """An idle connection of `key` for a request that holds a slot, or None."""
         idle = self._idle.get(key)
-        if not idle:
+        if idle is None:
             return None
         now = time.monotonic()
+        conn = None
         while idle:
-            conn = idle.pop()
+            candidate = idle.pop()
             self._idle_count -= 1
-            if conn.closed or now - conn.idle_since > self._keepalive_expiry:
-                self._forget(conn)
-                conn.abort()
+            if candidate.closed or now - candidate.idle_since > self._keepalive_expiry:
+                self._total -= 1
+                candidate.abort()
                 continue
+            conn = candidate
+            break
+        if not idle:
+            del self._idle[key]
+        if conn is not None:
             conn.in_use = True
             self._active.add(conn)
-            return conn
-        return None
+        return conn
 
-    def _reserve(self, key: Key) -> bool:
-        """Take a slot to open a connection to `key`, evicting another origin's idle one if needed."""
-        if self._by_host[key] >= self._per_host:
-            return False
-        if self._total >= self._max_connections and not self._evict_idle():
-            return False
+    def _take_idle_now(self, key: Key) -> HTTP11Connection | None:
+        """A slot and an idle connection of `key` without a coroutine, when no one is queued ahead."""
+        if key not in self._idle or self._closed or not self._slots.try_acquire(key):
+            return None
+        conn = self._take_idle(key)
+        if conn is None:
+            self._slots.release(key)
+        else:
+            conn.checked_out = conn.loop.time()
+        return conn
+
+    def _reserve(self, key: Key) -> None:
+        """Count a connection being opened to `key` by a request holding a slot.
+
+        A full pool has an idle connection to close for it: slots never outnumber connections allowed.
+        """
+        if self._total >= self._max_connections:
+            self._evict_idle()
         self._total += 1
-        self._by_host[key] += 1
         self._connecting[key] += 1
-        return True
 
-    def _evict_idle(self) -> bool:
-        for idle in self._idle.values():
-            if idle:
-                conn = idle.pop(0)  # the least recently used
-                self._idle_count -= 1
-                self._forget(conn)
-                conn.abort()
-                return True
-        return False
+    def _evict_idle(self) -> None:
+        """Close the least recently used idle connection of the first origin that has one."""
+        for key, idle in self._idle.items():
+            conn = idle.pop(0)
+            if not idle:
+                del self._idle[key]
+            self._idle_count -= 1
+            self._total -= 1
+            conn.abort()
+            return
 
     def _unreserve(self, key: Key) -> None:
+        """A connection to `key` could not be opened: free its place and its request's slot."""
         self._connecting[key] -= 1
         if not self._connecting[key]:
             del self._connecting[key]
         self._total -= 1
-        self._by_host[key] -= 1
-        self._wake_waiters()
-
-    def _forget(self, conn: HTTP11Connection) -> None:
-        self._total -= 1
-        self._by_host[conn.key] -= 1
-        if not self._by_host[conn.key]:
-            del self._by_host[conn.key]
+        self._slots.release(key)
 
     def drop_idle(self, conn: HTTP11Connection) -> None:
         """An idle connection closed under us (the server hung up): forget it now."""
         idle = self._idle.get(conn.key)
         if idle is not None and conn in idle:
             idle.remove(conn)
+            if not idle:
+                del self._idle[conn.key]
             self._idle_count -= 1
-            self._forget(conn)
-            self._wake_waiters()
+            self._total -= 1
 
-    def _release(self, conn: HTTP11Connection, *, reuse: bool) -> None:
-        """Return a connection after its exchange: to a waiter, to the idle list, or closed."""
+    def _release(self, conn: HTTP11Connection, *, reuse: bool, learn: bool = True) -> None:
+        """Return a connection after its exchange to the idle list (or close it), and free its slot.
+
+        The slot goes to the oldest queued request whose origin is under its limit, whatever origin
+        this connection belongs to; `learn` feeds the exchange's duration to the origin's limit.
+        """
         self._active.discard(conn)
         conn.in_use = False
-        if reuse and conn.reusable and not conn.closed and not self._closed:
-            for waiter in self._waiters:
-                if waiter.key == conn.key and not waiter.future.done():
-                    self._waiters.remove(waiter)
-                    conn.in_use = True
-                    self._active.add(conn)
-                    waiter.future.set_result(conn)
-                    return
-            if self._idle_count < self._max_keepalive and self._keepalive_expiry > 0:
-                conn.idle_since = time.monotonic()
-                self._idle.setdefault(conn.key, []).append(conn)
-                self._idle_count += 1
+        if (
+            reuse
+            and conn.reusable
+            and not conn.closed
+            and not self._closed
+            and self._idle_count < self._max_keepalive
+            and self._keepalive_expiry > 0
+        ):
+            conn.idle_since = time.monotonic()
+            idle = self._idle.get(conn.key)
+            if idle is None:
+                self._idle[conn.key] = [conn]
+            else:
+                idle.append(conn)
+            self._idle_count += 1
+            if self._sweeper is None:
                 self._schedule_sweep()
-                self._wake_waiters()
-                return
-        self._forget(conn)
-        conn.abort()
-        self._wake_waiters()
-
-    def _wake_waiters(self) -> None:
-        """Let queued requests proceed while slots or idle connections allow."""
-        if not self._waiters:
-            return
-        for waiter in list(self._waiters):
-            if waiter.future.done():
-                self._waiters.remove(waiter)
-                continue
-            conn = self._take_idle(waiter.key)
-            if conn is not None:
-                self._waiters.remove(waiter)
-                waiter.future.set_result(conn)
-            elif self._reserve(waiter.key):
-                self._waiters.remove(waiter)
-                waiter.future.set_result(None)
-            elif self._total >= self._max_connections and not self._idle_count:
-                return
+        else:
+            self._total -= 1
+            conn.abort()
+        if learn:
+            # Until the last byte came (or until now, if none did): how long the origin made us wait.
+            end = conn._last_read if conn.received else conn.loop.time()
+            self._slots.release(conn.key, end - conn.checked_out)
+        else:
+            self._slots.release(conn.key)
 
     def _schedule_sweep(self) -> None:
         if self._sweeper is None:
@@ -263,48 +276,61 @@ class FastTransport(httpx.AsyncBaseTransport):
         """Close idle connections past their keep-alive expiry."""
         self._sweeper = None
         now = time.monotonic()
-        for idle in self._idle.values():
+        for key, idle in list(self._idle.items()):
             for conn in [c for c in idle if now - c.idle_since > self._keepalive_expiry]:
                 idle.remove(conn)
                 self._idle_count -= 1
-                self._forget(conn)
+                self._total -= 1
                 if conn.transport is not None and not conn.closed:
                     conn.transport.close()
+            if not idle:
+                del self._idle[key]
         if self._idle_count:
             self._schedule_sweep()
-        self._wake_waiters()
 
-    async def _acquire(self, key: Key, limit: float | None, *, fresh: bool) -> HTTP11Connection | None:
-        """An idle connection, or None with a reserved slot to open one; waits up to `limit` seconds."""
-        if self._closed:
-            raise RuntimeError("the transport is closed")
-        if not fresh and not self._waiters:
-            conn = self._take_idle(key)
-            if conn is not None:
-                return conn
-        if not self._waiters and self._reserve(key):
-            return None
+    async def _queue(self, key: Key, request: httpx.Request, timeouts: dict[str, float | None]) -> None:
+        """Wait for a slot of `key` behind older requests, or fail with `HostBusyError`.
+
+        The wait is bounded by the pool timeout and by QUEUE_SHARE of the call's remaining deadline;
+        a request whose wait is already known to be longer (its origin's queue is full, or would not
+        clear in time at the origin's recent pace) is shed at once.
+        """
+        deadline: Deadline | None = request.extensions.get(DEADLINE)
+        budget = timeouts.get("pool")
+        if deadline is not None:
+            budget = within(budget, deadline)
+            share = deadline.remaining() * QUEUE_SHARE
+            budget = share if budget is None or share < budget else budget
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(key, loop.create_future())
-        self._waiters.append(waiter)
-        self._wake_waiters()
-        timer = None if limit is None else loop.call_later(limit, _expire, waiter.future)
+        future: asyncio.Future[None] = loop.create_future()
+        ticket = self._slots.enqueue(key, future, budget)
+        if ticket is None:
+            raise host_busy(request, None)
+        timer = None if budget is None else loop.call_at(loop.time() + budget, self._expire, ticket)
         try:
-            return await waiter.future
-        except BaseException:
-            future = waiter.future
-            if future.done() and not future.cancelled() and future.exception() is None:
-                granted = future.result()  # handed over just as we were cancelled: give it back
-                if granted is None:
-                    self._unreserve(key)
-                else:
-                    self._release(granted, reuse=True)
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            await future
+        except BaseException as exc:
+            self._give_back(ticket, key)
+            if isinstance(exc, _PoolTimedOut):
+                raise_if_past_deadline(request)
+                raise host_busy(request, budget) from None
             raise
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def _expire(self, ticket: Ticket[Key, asyncio.Future[None]]) -> None:
+        """A queued request's budget ran out: out of the queue at once, so no slot is granted to it."""
+        if not ticket.payload.done():
+            self._slots.cancel(ticket)
+            ticket.payload.set_exception(_PoolTimedOut())
+
+    def _give_back(self, ticket: Ticket[Key, asyncio.Future[None]], key: Key) -> None:
+        """A queued request gave up: leave the queue, or return the slot granted as it left."""
+        if ticket.state == GRANTED:
+            self._slots.release(key)
+        else:
+            self._slots.cancel(ticket)
 
     async def _connect(self, key: Key, limit: float | None) -> HTTP11Connection:
         scheme, host, port = key
@@ -425,7 +451,7 @@ class FastTransport(httpx.AsyncBaseTransport):
         fresh = False
         while True:
             # An idle connection is taken without a coroutine; anything else may have to wait.
-            conn = None if fresh or self._waiters or self._closed else self._take_idle(key)
+            conn = None if fresh else self._take_idle_now(key)
             if conn is None:
                 conn = await self._checkout(key, request, timeouts, fresh=fresh)
             reused = conn.requests > 0
@@ -433,7 +459,7 @@ class FastTransport(httpx.AsyncBaseTransport):
                 await self._send(conn, request, head, body, timeouts)
                 return conn, timeouts
             except StaleConnectionError as stale:
-                self._release(conn, reuse=False)
+                self._release(conn, reuse=False, learn=False)
                 safe = replayable and (request.method in IDEMPOTENT_METHODS or not stale.sent)
                 if not (reused and safe and not fresh):
                     stale.error.request = request
@@ -452,17 +478,24 @@ class FastTransport(httpx.AsyncBaseTransport):
     async def _checkout(
         self, key: Key, request: httpx.Request, timeouts: dict[str, float | None], *, fresh: bool
     ) -> HTTP11Connection:
-        """An idle connection of `key`, or a new one, within the pool and connect timeouts."""
-        deadline: Deadline | None = request.extensions.get(DEADLINE)
+        """A slot, then an idle connection of `key` or a new one, within the pool and connect timeouts."""
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        if not self._slots.try_acquire(key):
+            await self._queue(key, request, timeouts)
+        conn = None if fresh else self._take_idle(key)
+        if conn is None:
+            conn = await self._open(key, request, timeouts)
+        conn.checked_out = conn.loop.time()
+        return conn
+
+    async def _open(
+        self, key: Key, request: httpx.Request, timeouts: dict[str, float | None]
+    ) -> HTTP11Connection:
+        """Open a connection to `key` for a request that holds a slot."""
+        self._reserve(key)
         try:
-            conn = await self._acquire(key, within(timeouts.get("pool"), deadline), fresh=fresh)
-        except _PoolTimedOut:
-            raise_if_past_deadline(request)
-            raise httpx.PoolTimeout("timed out waiting for a connection", request=request) from None
-        if conn is not None:
-            return conn
-        try:
-            conn = await self._connect(key, within(timeouts.get("connect"), deadline))
+            conn = await self._connect(key, within(timeouts.get("connect"), request.extensions.get(DEADLINE)))
         except BaseException as exc:
             self._unreserve(key)
             if isinstance(exc, httpx.TimeoutException):
@@ -472,7 +505,8 @@ class FastTransport(httpx.AsyncBaseTransport):
         if not self._connecting[key]:
             del self._connecting[key]
         if self._closed:
-            self._forget(conn)
+            self._total -= 1
+            self._slots.release(key)
             conn.abort()
             raise RuntimeError("the transport is closed")
         conn.in_use = True
@@ -524,10 +558,9 @@ class FastTransport(httpx.AsyncBaseTransport):
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for waiter in self._waiters:
-            if not waiter.future.done():
-                waiter.future.set_exception(RuntimeError("the transport is closed"))
-        self._waiters.clear()
+        for ticket in self._slots.drain():
+            if not ticket.payload.done():
+                ticket.payload.set_exception(RuntimeError("the transport is closed"))
         conns = [c for idle in self._idle.values() for c in idle] + list(self._active)
         self._idle.clear()
         self._idle_count = 0
@@ -542,6 +575,7 @@ class _PoolTimedOut(Exception):
     """Internal: a queued request waited longer than the pool timeout."""
 
 
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(_PoolTimedOut())
+def _grant(ticket: Ticket[Key, asyncio.Future[None]]) -> None:
+    """The scheduler gave a queued request its slot: wake it."""
+    if not ticket.payload.done():
+        ticket.payload.set_result(None)

@@ -83,7 +83,7 @@ async def test_owner_or_admin_sees_the_live_figures_privately(
     assert "**3** open · 3 active · 0 idle" in shown["Connections"]
     assert "limits: 100 max · 20 keep-alive" in shown["Connections"]
     assert "**3** sent · 3 in flight" in shown["Requests"]
-    assert f"`{base}` 3 (3 active, 0 idle) h1" in shown["Origins"]
+    assert f"`{base}` 3 (3 active, 0 idle) h1 · 3/50 in flight" in shown["Origins"]
 
 
 async def test_embed_before_any_request_says_so() -> None:
@@ -170,3 +170,22 @@ async def test_embed_stays_within_discord_limits_at_its_largest() -> None:
     assert len(embed) <= 6000
     assert all(len(f.value or "") <= 1024 for f in embed.fields)
     assert TRENDS_TITLE in fields(embed)
+
+
+async def test_embed_shows_each_origin_in_flight_against_its_limit_and_shed() -> None:
+    github = OriginStats("https://api.github.com:443", connections=5, active=5, queued=7, in_flight=5)
+    stats = replace(
+        http_client.get_pool_stats(),
+        client_open=True,
+        origins=(
+            replace(github, limit=5, shed=1234),
+            OriginStats("https://pypi.org:443", connections=1, idle=1, limit=50),
+            OriginStats("https://h2.example:443", connections=1, active=1, http2=1),  # httpcore: no limit
+        ),
+    )
+    lines = fields(build_stats_embed(stats))["Origins"].splitlines()
+    assert lines == [
+        "`https://api.github.com:443` 5 (5 active, 0 idle, 7 queued) h1 · 5/5 in flight, 1,234 shed",
+        "`https://h2.example:443` 1 (1 active, 0 idle) h2",
+        "`https://pypi.org:443` 1 (0 active, 1 idle) h1 · 0/50 in flight",
+    ]

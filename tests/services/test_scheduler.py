@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scheduler import GradientLimit, SlotScheduler, Ticket, default_share
+from services.transport.scheduler import GradientLimit, SlotScheduler, Ticket, default_share
 
 HOG = "hog"
 OTHERS = ("a", "b", "c")
@@ -203,7 +203,9 @@ def test_scheduler_sheds_when_the_predicted_wait_passes_the_budget() -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(ops=operations, rtts=st.lists(st.floats(0.001, 5.0), min_size=200, max_size=200))
-def test_scheduler_adaptive_limits_keep_every_invariant(ops: list[tuple[str, object]], rtts: list[float]) -> None:
+def test_scheduler_adaptive_limits_keep_every_invariant(
+    ops: list[tuple[str, object]], rtts: list[float]
+) -> None:
     model = make(6, 4, adaptive=True)
     for (op, arg), rtt in zip(ops, rtts, strict=False):
         if op == "arrive":

@@ -11,8 +11,9 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from services.stats import SlotCounts
 
 K = TypeVar("K", bound=Hashable)
 P = TypeVar("P")
@@ -26,6 +27,9 @@ GROWTH = 4.0
 SMOOTHING = 0.2
 LONG_WINDOW = 600
 WARMUP = 10
+# However slow an origin gets, it keeps this fraction of its share: enough to answer a few requests
+# while it recovers, few enough that several slow origins at once still leave most of the pool free.
+MIN_LIMIT_DIVISOR = 5
 # The recent RTT, for predicting queue waits, follows samples this fast.
 RECENT_WEIGHT = 0.2
 
@@ -96,7 +100,7 @@ class _Origin(Generic[K, P]):
 
     __slots__ = ("busy", "heap_seq", "key", "limit", "limiter", "live", "queue", "shed")
 
-    def __init__(self, key: K, limit: int, limiter: GradientLimit | None) -> None:
+    def __init__(self, key: K, limit: int, limiter: GradientLimit) -> None:
         self.key = key
         self.busy = 0
         self.limit = limit
@@ -105,16 +109,6 @@ class _Origin(Generic[K, P]):
         self.live = 0  # waiting tickets in `queue`; cancelled ones leave lazily
         self.shed = 0
         self.heap_seq = -1  # the sequence this origin is listed under in the ready heap, or -1
-
-
-@dataclass(frozen=True, slots=True)
-class OriginSlots:
-    """One origin's figures: slots held, requests queued, its current limit, requests shed."""
-
-    in_flight: int
-    queued: int
-    limit: int
-    shed: int
 
 
 class SlotScheduler(Generic[K, P]):
@@ -150,7 +144,7 @@ class SlotScheduler(Generic[K, P]):
         st = self._origins.get(key)
         if st is None:
             cap = self.per_origin
-            limiter = GradientLimit(cap, max(1, cap // 10), cap) if self.adaptive else None
+            limiter = GradientLimit(cap, max(1, cap // MIN_LIMIT_DIVISOR), cap)
             st = self._origins[key] = _Origin(key, cap, limiter)
         return st
 
@@ -185,10 +179,7 @@ class SlotScheduler(Generic[K, P]):
     @staticmethod
     def expected_wait(st: _Origin[K, P], position: int) -> float:
         """Seconds until the `position`-th waiter of `st` gets a slot, at the origin's recent pace."""
-        limiter = st.limiter
-        if limiter is None or not limiter.recent_rtt:
-            return 0.0
-        return position * limiter.recent_rtt / max(1, st.limit)
+        return position * st.limiter.recent_rtt / max(1, st.limit)
 
     def cancel(self, ticket: Ticket[K, P]) -> None:
         """Forget a waiting ticket (timed out, or its caller went away)."""
@@ -213,10 +204,11 @@ class SlotScheduler(Generic[K, P]):
         in_flight = st.busy
         st.busy -= 1
         self.busy -= 1
-        limiter = st.limiter
-        if rtt is not None and limiter is not None:
+        if rtt is not None:
+            limiter = st.limiter
             limiter.sample(rtt, in_flight)
-            st.limit = min(self.per_origin, limiter.limit)
+            if self.adaptive:
+                st.limit = limiter.limit
         if st.live:
             if st.busy < st.limit:
                 self._list_ready(st)
@@ -274,11 +266,9 @@ class SlotScheduler(Generic[K, P]):
             st.heap_seq = -1
         return waiting
 
-    def snapshot(self) -> dict[K, OriginSlots]:
+    def snapshot(self) -> dict[K, SlotCounts]:
         """Per origin: slots held, requests queued, current limit, requests shed so far."""
-        return {
-            key: OriginSlots(st.busy, st.live, st.limit, st.shed) for key, st in self._origins.items()
-        }
+        return {key: SlotCounts(st.busy, st.live, st.limit, st.shed) for key, st in self._origins.items()}
 
     def limit_of(self, key: K) -> int:
         """The number of slots `key` may hold now."""
