@@ -22,6 +22,7 @@ import gc
 import multiprocessing
 import random
 import statistics
+import tracemalloc
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -162,7 +163,7 @@ def rss_mib() -> float:
 
 async def run_rate(ports: list[int], rate: float, seconds: float, share: float) -> tuple[Phase, Phase]:
     """One service: warm up, a phase with every upstream fast, then one with upstream 0 slow."""
-    service = HTTPClient(HTTPSettings.from_env({}))
+    service = HTTPClient(HTTPSettings.from_env())
     try:
         await asyncio.gather(*await load(service, ports, rate, 2.0, slow=False, phase=None, share=share))
         fast, slow = Phase(), Phase()
@@ -180,9 +181,7 @@ def report(rate: float, fast: Phase, slow: Phase) -> None:
     fails = sum(slow.other_errors.values())
     total_slow = sum(slow.slow_outcomes.values())
     print(f"\n## {rate:g} requests/s")
-    print(
-        "| | others' p99 | others' failures | slow upstream ok / failed | failed after (median, p99) |"
-    )
+    print("| | others' p99 | others' failures | slow upstream ok / failed | failed after (median, p99) |")
     print("|---|---:|---:|---:|---:|")
     print(f"| all fast | {base:.0f} ms | {sum(fast.other_errors.values())} of {len(fast.other_ms)} | | |")
     failed = total_slow - slow.slow_outcomes["ok"]
@@ -203,12 +202,15 @@ def report(rate: float, fast: Phase, slow: Phase) -> None:
         print(f"  user sees ({count}): {message}")
 
 
-async def overload(ports: list[int], rate: float, seconds: float, share: float) -> None:
+async def overload(ports: list[int], rate: float, seconds: float, share: float, *, trace: bool) -> None:
     """Step to `rate` with the slow upstream on, and follow RSS before, during and after."""
-    service = HTTPClient(HTTPSettings.from_env({}))
+    service = HTTPClient(HTTPSettings.from_env())
     try:
         await asyncio.gather(*await load(service, ports, 100, 2.0, slow=False, phase=None))
         gc.collect()
+        if trace:
+            tracemalloc.start(8)
+            baseline = tracemalloc.take_snapshot()
         before = rss_mib()
         peak = before
         phase = Phase()
@@ -233,8 +235,19 @@ async def overload(ports: list[int], rate: float, seconds: float, share: float) 
             f"RSS: {before:.0f} MiB before, {peak:.0f} MiB peak, {after:.0f} MiB 3 s after the step, "
             f"{trimmed:.0f} MiB after malloc_trim(0) (what glibc kept but Python had freed)"
         )
-        print(f"other failures: {dict(phase.other_errors)}; slow upstream: {dict(phase.slow_outcomes)}")
+        others = len(phase.other_ms)
+        print(
+            f"other upstreams: p99 {p99(phase.other_ms):.0f} ms, "
+            f"failures {dict(phase.other_errors)} of {others}; "
+            f"slow upstream: {dict(phase.slow_outcomes)}"
+        )
         print(f"pool after: {stats.connections} connections, {stats.queued} queued")
+        if trace:
+            top = tracemalloc.take_snapshot().compare_to(baseline, "traceback")
+            print(f"Python heap after vs before: {sum(d.size_diff for d in top) / 2**20:+.1f} MiB; largest:")
+            for diff in top[:6]:
+                where = diff.traceback[-1]
+                print(f"  {diff.size_diff / 1024:+,.0f} KiB in {diff.count_diff:+,} blocks at {where}")
     finally:
         await service.close()
 
@@ -254,7 +267,7 @@ async def main(args: argparse.Namespace) -> None:
             fast, slow = await run_rate(ports, rate, args.seconds, args.share)
             report(rate, fast, slow)
         if args.overload:
-            await overload(ports, args.overload, args.seconds, args.share)
+            await overload(ports, args.overload, args.seconds, args.share, trace=args.trace)
     finally:
         parent.send("stop")
         process.join(timeout=5)
@@ -264,12 +277,13 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", type=float, nargs="+", default=[300.0, 400.0])
+    parser.add_argument("--rates", type=float, nargs="*", default=[300.0, 400.0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
         "--share", type=float, default=0.25, help="share of requests for upstream 0 (GitHub is the busiest)"
     )
     parser.add_argument("--overload", type=float, default=0.0, help="also step to this rate (e.g. 600)")
+    parser.add_argument("--trace", action="store_true", help="with --overload: what the Python heap kept")
     logger.remove()  # the service logs every retry and failure; the tables are the output here
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(parser.parse_args()))

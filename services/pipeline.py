@@ -21,6 +21,7 @@ from services.config import HTTPSettings
 from services.errors import (
     ClientClosingError,
     DeadlineExceededError,
+    HostBusyError,
     deadline_exceeded,
     error_for_exception,
     too_large,
@@ -162,6 +163,10 @@ class Pipeline:
             elapsed = time.perf_counter() - started
             stats.finished(elapsed, error=type(exc).__name__)
             error = error_for_exception(exc, request)
+            if isinstance(error, HostBusyError) and error.shed:
+                # The pool warns about shedding once in a while; a line per request would flood.
+                logger.debug("{} {} shed: {}", request.method, LazyRedactedURL(request.url), error)
+                raise error from exc
             logger.warning(
                 "{} {} failed after {:.0f} ms: {}",
                 request.method,

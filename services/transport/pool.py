@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from loguru import logger
 
 from services.errors import host_busy, too_large
 from services.headers import HEADER_NAMES
@@ -37,6 +38,8 @@ TRAILERS = "courier.trailers"
 # The share of a call's remaining deadline it may spend queued for a connection: past it the request
 # fails with HostBusyError, leaving the rest of the deadline for a reply that says so.
 QUEUE_SHARE = 0.1
+# Seconds between two warnings that an origin's requests are being shed.
+SHED_LOG_INTERVAL = 10.0
 # Requests one origin may have queued by default (or HTTP_MAX_CONNECTIONS, if larger).
 MIN_QUEUE = 100
 
@@ -132,6 +135,7 @@ class FastTransport(httpx.AsyncBaseTransport):
             adaptive=adaptive,
         )
         self._origins: dict[Key, str] = {}
+        self._shed_logged: dict[Key, float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self.read_buffer = memoryview(bytearray(READ_BUFFER_SIZE))
@@ -305,6 +309,7 @@ class FastTransport(httpx.AsyncBaseTransport):
         future: asyncio.Future[None] = loop.create_future()
         ticket = self._slots.enqueue(key, future, budget)
         if ticket is None:
+            self._note_shed(key, loop.time())
             raise host_busy(request, None)
         timer = None if budget is None else loop.call_at(loop.time() + budget, self._expire, ticket)
         try:
@@ -318,6 +323,23 @@ class FastTransport(httpx.AsyncBaseTransport):
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def _note_shed(self, key: Key, now: float) -> None:
+        """Warn that `key` is being shed, once per SHED_LOG_INTERVAL: shedding is meant to be cheap."""
+        if now - self._shed_logged.get(key, -SHED_LOG_INTERVAL) < SHED_LOG_INTERVAL:
+            return
+        if len(self._shed_logged) >= 1024:
+            self._shed_logged.clear()
+        self._shed_logged[key] = now
+        counts = self._slots.snapshot_of(key)
+        logger.warning(
+            "{} is slow: turning requests away at once ({} in flight, limit {}, {} queued, {} shed so far)",
+            self._origin(key),
+            counts.in_flight,
+            counts.limit,
+            counts.queued,
+            counts.shed,
+        )
 
     def _expire(self, ticket: Ticket[Key, asyncio.Future[None]]) -> None:
         """A queued request's budget ran out: out of the queue at once, so no slot is granted to it."""

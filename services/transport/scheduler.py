@@ -270,6 +270,11 @@ class SlotScheduler(Generic[K, P]):
         """Per origin: slots held, requests queued, current limit, requests shed so far."""
         return {key: SlotCounts(st.busy, st.live, st.limit, st.shed) for key, st in self._origins.items()}
 
+    def snapshot_of(self, key: K) -> SlotCounts:
+        """One origin's figures, as in `snapshot`."""
+        st = self._origin(key)
+        return SlotCounts(st.busy, st.live, st.limit, st.shed)
+
     def limit_of(self, key: K) -> int:
         """The number of slots `key` may hold now."""
         st = self._origins.get(key)

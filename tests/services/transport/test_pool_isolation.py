@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+from loguru import logger
 
 from services.config import HTTPSettings
 from services.errors import HostBusyError
@@ -117,6 +118,8 @@ async def test_pool_isolation_freed_slot_serves_the_oldest_waiter_of_any_origin(
 
 
 async def test_pool_isolation_sheds_at_once_past_the_queue_bound(upstreams):
+    messages: list[str] = []
+    sink = logger.add(lambda message: messages.append(message.record["message"]), level="WARNING")
     slow = await upstreams(held=True)
     transport = FastTransport(max_connections=2, max_connections_per_host=1, max_queued_per_host=1)
     async with httpx.AsyncClient(transport=transport, timeout=5) as client:
@@ -129,9 +132,17 @@ async def test_pool_isolation_sheds_at_once_past_the_queue_bound(upstreams):
         assert isinstance(caught.value, httpx.PoolTimeout)
         assert caught.value.user_message == "127.0.0.1 is slow right now; please try again in a minute."
         assert slots(transport, slow.url) == (1, 1, 1, 1)
+        for i in range(3):
+            with pytest.raises(HostBusyError):
+                await client.get(f"{slow.url}/more{i}")
+        assert slots(transport, slow.url)[3] == 4
+        # One warning for the storm, not one per request.
+        expected = "is slow: turning requests away at once (1 in flight, limit 1, 1 queued, 1 shed so far)"
+        assert [m for m in messages if "turning requests away" in m] == [f"{slow.url} {expected}"]
         slow.gate.set()
         assert [r.text for r in await asyncio.gather(first, second)] == ["ok", "ok"]
         assert slots(transport, slow.url)[:2] == (0, 0)
+    logger.remove(sink)
 
 
 async def test_pool_isolation_queue_wait_is_a_share_of_the_deadline(upstreams):
