@@ -213,9 +213,10 @@ class SlotScheduler(Generic[K, P]):
             if st.busy < st.limit:
                 self._list_ready(st)
             self._dispatch()
-        elif self.queued:
+            return
+        if self.queued:
             self._dispatch()
-        elif not st.busy:
+        if not st.busy:
             self._maybe_forget(st)
 
     def _list_ready(self, st: _Origin[K, P]) -> None:

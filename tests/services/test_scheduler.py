@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.transport.scheduler import GradientLimit, SlotScheduler, Ticket, default_share
+from services.transport.scheduler import MAX_IDLE_ORIGINS, GradientLimit, SlotScheduler, Ticket, default_share
 
 HOG = "hog"
 OTHERS = ("a", "b", "c")
@@ -245,3 +245,11 @@ def test_gradient_limit_keeps_a_quiet_origin_share() -> None:
 
 def test_default_share_is_half_the_pool() -> None:
     assert (default_share(100), default_share(1), default_share(3)) == (50, 1, 2)
+
+
+def test_scheduler_forgets_idle_origins_past_a_bound() -> None:
+    model = make(4, 4)
+    for i in range(MAX_IDLE_ORIGINS + 50):
+        model.arrive(f"host{i}")
+        model.release(0, 0.01)
+    assert len(model.sched._origins) <= MAX_IDLE_ORIGINS + 1
