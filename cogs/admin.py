@@ -73,8 +73,7 @@ def latency_text(stats: PoolStats) -> str:
 
 
 def origins_text(stats: PoolStats) -> str:
-    """The busiest origins, one line each: connections, then requests in flight against the origin's
-    current limit, and requests shed (turned away because the origin was too slow to queue for)."""
+    """The busiest origins, one line each: connections, in flight against the current limit, shed."""
     rows = sorted(stats.origins, key=lambda o: (-(o.connections + o.queued + o.shed), o.origin))
     lines = []
     for o in rows[:MAX_ORIGINS]:
