@@ -58,26 +58,37 @@ class GradientLimit:
         """The whole number of slots the origin may hold now."""
         return int(self.estimate)
 
-    def sample(self, rtt: float, in_flight: int) -> None:
-        """Learn from one exchange that took `rtt` seconds while `in_flight` slots were held."""
+    def sample(self, rtt: float, in_flight: int) -> bool:
+        """Learn from one exchange that took `rtt` seconds while `in_flight` slots were held.
+
+        Returns whether the estimate moved. Runs once per request, hence the locals and plain branches.
+        """
         if rtt <= 0.0:
-            return
-        self.samples += 1
-        if self.samples <= WARMUP:
-            self.long_rtt += (rtt - self.long_rtt) / self.samples
-            self.recent_rtt = self.long_rtt
+            return False
+        samples = self.samples = self.samples + 1
+        long_rtt = self.long_rtt
+        if samples <= WARMUP:
+            long_rtt += (rtt - long_rtt) / samples
+            self.recent_rtt = long_rtt
         else:
-            self.long_rtt += (rtt - self.long_rtt) / LONG_WINDOW
+            long_rtt += (rtt - long_rtt) / LONG_WINDOW
             self.recent_rtt += (rtt - self.recent_rtt) * RECENT_WEIGHT
-        if self.long_rtt > 2 * rtt:
+        if long_rtt > 2 * rtt:
             # Latency came back down after a long slow spell: let the baseline follow it quickly.
-            self.long_rtt *= 0.9
-        if in_flight < self.estimate / 2:
-            return  # limited by demand, not by the origin: nothing learned about its capacity
-        gradient = max(0.5, min(1.0, self.long_rtt / rtt))
-        target = self.estimate * gradient + GROWTH
-        estimate = self.estimate * (1 - SMOOTHING) + target * SMOOTHING
-        self.estimate = max(float(self.min_limit), min(float(self.max_limit), estimate))
+            long_rtt *= 0.9
+        self.long_rtt = long_rtt
+        estimate = self.estimate
+        if in_flight < estimate / 2:
+            return False  # limited by demand, not by the origin: nothing learned about its capacity
+        gradient = long_rtt / rtt
+        gradient = 0.5 if gradient < 0.5 else 1.0 if gradient > 1.0 else gradient
+        estimate = estimate * (1 - SMOOTHING) + (estimate * gradient + GROWTH) * SMOOTHING
+        if estimate < self.min_limit:
+            estimate = float(self.min_limit)
+        elif estimate > self.max_limit:
+            estimate = float(self.max_limit)
+        self.estimate = estimate
+        return True
 
 
 class Ticket(Generic[K, P]):
@@ -150,7 +161,9 @@ class SlotScheduler(Generic[K, P]):
 
     def try_acquire(self, key: K) -> bool:
         """Take a slot for `key` now if that jumps no queue; False means the caller must `enqueue`."""
-        st = self._origins.get(key) or self._origin(key)
+        st = self._origins.get(key)
+        if st is None:
+            st = self._origin(key)
         # After every step no waiter could take a slot, so a free one here bypasses no one.
         if st.live or st.busy >= st.limit or self.busy >= self.capacity:
             return False
@@ -201,14 +214,10 @@ class SlotScheduler(Generic[K, P]):
     def release(self, key: K, rtt: float | None = None) -> None:
         """Give back a slot of `key`, learning from `rtt` (seconds the exchange took) if given."""
         st = self._origins[key]
-        in_flight = st.busy
+        if rtt is not None and st.limiter.sample(rtt, st.busy) and self.adaptive:
+            st.limit = int(st.limiter.estimate)
         st.busy -= 1
         self.busy -= 1
-        if rtt is not None:
-            limiter = st.limiter
-            limiter.sample(rtt, in_flight)
-            if self.adaptive:
-                st.limit = limiter.limit
         if st.live:
             if st.busy < st.limit:
                 self._list_ready(st)
@@ -216,7 +225,7 @@ class SlotScheduler(Generic[K, P]):
             return
         if self.queued:
             self._dispatch()
-        if not st.busy:
+        if not st.busy and len(self._origins) > MAX_IDLE_ORIGINS:
             self._maybe_forget(st)
 
     def _list_ready(self, st: _Origin[K, P]) -> None:
