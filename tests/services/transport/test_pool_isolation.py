@@ -194,3 +194,18 @@ async def test_pool_isolation_stats_show_limit_in_flight_and_shed_per_origin(ups
     assert (row.in_flight, row.queued, row.limit, row.shed) == (1, 1, 1, 1)
     slow.gate.set()
     await asyncio.gather(*stuck)
+
+
+async def test_pool_isolation_full_pool_of_idle_connections_makes_room_for_another_origin(upstreams):
+    first, second = await upstreams(), await upstreams()
+    transport = FastTransport(max_connections=2, max_keepalive_connections=2, max_connections_per_host=2)
+    async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+        await asyncio.gather(*(client.get(f"{first.url}/{i}") for i in range(2)))
+        assert sorted((c.origin, c.state) for c in transport.pool_state().connections) == [
+            (first.url, "idle"),
+            (first.url, "idle"),
+        ]
+        assert (await client.get(f"{second.url}/x")).text == "ok"
+        assert sorted((c.origin, c.state) for c in transport.pool_state().connections) == sorted(
+            [(first.url, "idle"), (second.url, "idle")]
+        )
