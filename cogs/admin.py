@@ -12,7 +12,15 @@ from discord.ext import commands
 from cogs._embeds import FIELD_VALUE_LIMIT, make_embed
 from services.errors import humanize_seconds
 from services.http_client import http_client
-from services.stats import TREND_SLOT_SECONDS, TREND_SLOTS, BlockStats, OriginTrend, PoolStats, sparkline
+from services.stats import (
+    TREND_SLOT_SECONDS,
+    TREND_SLOTS,
+    BlockStats,
+    ClusterStats,
+    OriginTrend,
+    PoolStats,
+    sparkline,
+)
 
 REFUSAL = "Sorry, only the bot's owners and server administrators can see the HTTP statistics."
 MAX_ORIGINS = 10
@@ -20,6 +28,7 @@ MAX_ERRORS = 8
 MAX_BLOCKS = 8
 MAX_ORIGIN_CHARS = 60
 TRENDS_TITLE = f"Last hour ({TREND_SLOTS} slots of {TREND_SLOT_SECONDS // 60} min)"
+MAX_PROCESSES = 8
 
 
 def _n(value: int) -> str:
@@ -117,12 +126,31 @@ def blocks_text(stats: PoolStats) -> str:
     return "\n".join(lines) or "none"
 
 
+def cluster_text(cluster: ClusterStats) -> str:
+    """Whether state is shared, cluster totals, and a row per process."""
+    head = f"via `{cluster.backend}`: **{cluster.sharing}**"
+    if cluster.detail:
+        head += f"\n{cluster.detail}"
+    lines = [
+        head,
+        f"{len(cluster.processes)} processes: {_n(cluster.requests_total)} sent · "
+        f"{_n(cluster.in_flight)} in flight · {_n(cluster.errors)} errors · {_n(cluster.cache_hits)} cache hits",
+    ]
+    for p in cluster.processes[:MAX_PROCESSES]:
+        me = " (this one)" if p.instance == cluster.instance else ""
+        lines.append(f"`{p.instance}`{me} {_n(p.requests_total)} sent · {_n(p.in_flight)} in flight")
+    if len(cluster.processes) > MAX_PROCESSES:
+        lines.append(f"+{len(cluster.processes) - MAX_PROCESSES} more processes")
+    return "\n".join(lines)
+
+
 def cache_text(stats: PoolStats) -> str:
     """GET cache hits, misses and revalidations, and its size."""
     c = stats.cache
     return (
         f"{_n(c.hits)} hits · {_n(c.misses)} misses · {_n(c.revalidated)} revalidated\n"
         f"{_n(c.entries)} entries · {c.bytes / 1024:,.0f} KiB"
+        + (f" · {_n(c.shared_hits)} from other processes" if c.shared_hits else "")
     )
 
 
@@ -164,6 +192,8 @@ def build_stats_embed(stats: PoolStats) -> discord.Embed:
         ("Origins", origins_text(stats)),
         (TRENDS_TITLE, trends_text(stats)),
     ]
+    if stats.cluster is not None:
+        fields.append(("Cluster", cluster_text(stats.cluster)))
     return make_embed(
         title="Shared HTTP client",
         description=f"transport `{stats.transport}`",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -175,6 +177,14 @@ def env_host_limits(env: Mapping[str, str], key: str, default: str) -> tuple[Hos
     return tuple(limits.values())
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def default_instance() -> str:
+    """How this process is named in the cluster's statistics when COURIER_INSTANCE is unset."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 DEFAULT_HOST_LIMITS = "crates.io=1/s"
 """crates.io's crawler policy asks for at most one request per second; GitHub's quota is read from
 its X-RateLimit headers instead of being guessed here."""
@@ -219,6 +229,12 @@ class HTTPSettings:
     max_connections_per_host: int = 0
     max_queued_per_host: int = 0
     adaptive_concurrency: bool = True
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    redis_prefix: str = "courier:"
+    redis_timeout: float = 0.005
+    redis_cache_max_entry_bytes: int = 256 * 1024
+    redis_cache_max_bytes: int = 64 * 1024 * 1024
+    instance: str = field(default_factory=default_instance)
 
     def __post_init__(self) -> None:
         if self.max_keepalive_connections > self.max_connections:
@@ -227,6 +243,8 @@ class HTTPSettings:
                 str(self.max_keepalive_connections),
                 f"at most HTTP_MAX_CONNECTIONS ({self.max_connections})",
             )
+        if self.redis_url is not None and urlsplit(self.redis_url).scheme not in REDIS_SCHEMES:
+            raise SettingsError("REDIS_URL", None, "a redis://, rediss:// or unix:// URL", secret=True)
         if self.ca_bundle is not None and not os.path.isfile(self.ca_bundle):
             raise SettingsError("HTTP_CA_BUNDLE", self.ca_bundle, "the path of a readable file")
 
@@ -292,4 +310,14 @@ class HTTPSettings:
             ),
             max_queued_per_host=env_int(env, "HTTP_MAX_QUEUED_PER_HOST", d.max_queued_per_host, minimum=0),
             adaptive_concurrency=env_bool(env, "HTTP_ADAPTIVE_CONCURRENCY", d.adaptive_concurrency),
+            redis_url=env_optional_str(env, "REDIS_URL"),
+            redis_prefix=env_str(env, "COURIER_REDIS_PREFIX", d.redis_prefix),
+            redis_timeout=env_float(env, "COURIER_REDIS_TIMEOUT", d.redis_timeout, minimum=0.001, maximum=5),
+            redis_cache_max_entry_bytes=env_int(
+                env, "COURIER_REDIS_CACHE_MAX_ENTRY_BYTES", d.redis_cache_max_entry_bytes, minimum=0
+            ),
+            redis_cache_max_bytes=env_int(
+                env, "COURIER_REDIS_CACHE_MAX_BYTES", d.redis_cache_max_bytes, minimum=0
+            ),
+            instance=env_str(env, "COURIER_INSTANCE", d.instance),
         )

@@ -19,6 +19,7 @@ from services.config import HTTPSettings
 from services.errors import BadResponseError, ClientClosingError, error_for_response
 from services.pipeline import CallOptions, Pipeline, Resilience
 from services.redact import redact_url
+from services.state import SharedState
 from services.stats import PoolStats, RequestStats, merge_pool_states, summarize_origins
 from services.transport.config import build_ssl_context, transport_mode, transport_options
 from services.transport.httpx_glue import build_request_fast
@@ -69,6 +70,22 @@ MAX_TRENDS = 5
 def _settle(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def _close_soon(shared: SharedState) -> None:
+    """Release replaced shared state: at once on a running loop, else it ends with its own loop."""
+    if shared.needs_start:
+        return  # never started: nothing to release
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    task = loop.create_task(shared.close(), name="courier-state-close")
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
 
 
 @dataclass(slots=True)
@@ -136,9 +153,11 @@ class HTTPClient:
     def configure(self, settings: HTTPSettings) -> None:
         """Use `settings` for every client built from now on (the bot calls this at start)."""
         with self._guard:
+            old, self._pipeline = self._pipeline, None
             self._settings = settings
             self._ssl_context = None
-            self._pipeline = None
+        if old is not None:
+            _close_soon(old.resilience.shared)
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -255,6 +274,8 @@ class HTTPClient:
         try:
             await self._drain(asyncio.get_running_loop())
             await self._close_clients()
+            if self._pipeline is not None:
+                await self._pipeline.resilience.shared.close()
         finally:
             with self._guard:
                 self._closing = False
@@ -499,6 +520,7 @@ class HTTPClient:
             cache=self.resilience.cache.stats(),
             blocks=self.resilience.limiter.blocks(),
             trends=stats.trends.busiest(MAX_TRENDS),
+            cluster=self.resilience.shared.cluster(),
         )
 
 

@@ -29,7 +29,7 @@ from services.errors import (
 from services.redact import LazyRedactedURL, redact_url
 from services.resilience.breaker import CircuitBreakers, Verdict
 from services.resilience.cache import ResponseCache
-from services.resilience.ratelimit import HostLimiter
+from services.resilience.ratelimit import HostLimiter, Scope
 from services.resilience.retry import (
     IDEMPOTENT_METHODS,
     Deadline,
@@ -39,6 +39,7 @@ from services.resilience.retry import (
     is_retryable_response,
     server_wait,
 )
+from services.state import SharedState, build_state
 from services.stats import RequestStats
 from services.transport.fast_path import fast_transport_for, send_fast
 from services.transport.httpx_glue import read_capped, refuse_declared_size
@@ -57,21 +58,24 @@ class CallOptions:
 
 @dataclass(frozen=True, slots=True)
 class Resilience:
-    """The state shared by every call: retry policy, breakers, host limits and the cache."""
+    """The state shared by every call: retry policy, breakers, host limits, the cache, and what is shared."""
 
     policy: RetryPolicy
     breakers: CircuitBreakers
     limiter: HostLimiter
     cache: ResponseCache
+    shared: SharedState
 
     @classmethod
     def from_settings(cls, s: HTTPSettings) -> Resilience:
-        """Build fresh state from `s`."""
+        """Build fresh state from `s`: in-process, or shared through Redis when `REDIS_URL` is set."""
+        shared = build_state(s)
         return cls(
             RetryPolicy(s.retries, s.retry_backoff, s.retry_backoff_max, s.max_wait),
-            CircuitBreakers(s.breaker_threshold, s.breaker_cooldown),
-            HostLimiter(s.host_limits),
-            ResponseCache(s.cache_max_entries if s.cache else 0, s.cache_max_bytes),
+            CircuitBreakers(s.breaker_threshold, s.breaker_cooldown, peers=shared.peers),
+            HostLimiter(s.host_limits, turns=shared.turns, peers=shared.peers),
+            ResponseCache(s.cache_max_entries if s.cache else 0, s.cache_max_bytes, tier=shared.cache_tier),
+            shared,
         )
 
 
@@ -122,7 +126,24 @@ class Pipeline:
     def __init__(self, settings: HTTPSettings) -> None:
         self.settings = settings
         self.stats = RequestStats(settings.latency_window)
-        self.resilience = Resilience.from_settings(settings)
+        self.resilience = r = Resilience.from_settings(settings)
+        r.shared.attach(self._mirror_block, r.breakers.trip, self.summary)
+
+    def _mirror_block(self, scope: Scope, wait: float, path: str) -> None:
+        self.resilience.limiter.block(scope, wait, path, announce=False)
+
+    def summary(self) -> dict[str, Any]:
+        """This process's figures, as published to the other processes."""
+        r, stats = self.resilience, self.stats
+        return {
+            "requests_total": stats.total,
+            "in_flight": stats.in_flight,
+            "errors": sum(stats.errors.values()),
+            "rate_limited": r.limiter.waits,
+            "cache_hits": r.cache.hits + r.cache.shared_hits,
+            "blocks": len(r.limiter.blocks()),
+            "open_circuits": sum(state != "closed" for state in r.breakers.states().values()),
+        }
 
     def call_options(self, options: dict[str, Any]) -> CallOptions:
         """Take the resilience keywords out of `options`, with the settings as defaults."""
@@ -150,6 +171,9 @@ class Pipeline:
     ) -> httpx.Response:
         """Run the call through every step; failures come out as Courier's typed errors."""
         call = call or self.call_options({})
+        shared = self.resilience.shared
+        if shared.needs_start:  # the first call on this loop connects what is shared
+            await shared.start()
         stats = self.stats
         stats.started()
         started = time.perf_counter()
@@ -202,8 +226,10 @@ class Pipeline:
         """Answer from the cache when fresh, revalidate when stale, store what may be stored."""
         cache = self.resilience.cache
         # The key (the URL as text) is only worth building when there is something to look up or keep.
-        key = cache.key(request) if cache.entries else None
+        key = cache.key(request) if cache.entries or cache.tier.enabled else None
         entry, fresh = cache.lookup(key, request) if key is not None else (None, False)
+        if entry is None and key is not None and cache.tier.enabled:
+            entry, fresh = await cache.lookup_shared(key, request)
         if entry is not None and fresh:
             cache.hits += 1
             return cache.response(entry, request, "hit")

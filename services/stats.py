@@ -86,6 +86,7 @@ class CacheStats:
     revalidated: int = 0
     entries: int = 0
     bytes: int = 0
+    shared_hits: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,38 @@ class OriginTrend:
     requests: int
     p95_ms: tuple[float | None, ...]
     errors: tuple[int | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStats:
+    """One process's figures as it last published them to the cluster."""
+
+    instance: str
+    requests_total: int = 0
+    in_flight: int = 0
+    errors: int = 0
+    rate_limited: int = 0
+    cache_hits: int = 0
+    blocks: int = 0
+    open_circuits: int = 0
+    age: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStats:
+    """Every process sharing state: whether sharing works, totals, and a row per process."""
+
+    sharing: str  # "connected", "connecting" or "degraded"
+    backend: str  # where, without a password
+    instance: str
+    processes: tuple[ProcessStats, ...] = ()
+    requests_total: int = 0
+    in_flight: int = 0
+    errors: int = 0
+    rate_limited: int = 0
+    cache_hits: int = 0
+    fallbacks: int = 0
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +171,7 @@ class PoolStats:
     cache: CacheStats = field(default_factory=CacheStats)
     blocks: tuple[BlockStats, ...] = ()
     trends: tuple[OriginTrend, ...] = ()
+    cluster: ClusterStats | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain, JSON-friendly form of the snapshot."""

@@ -12,6 +12,8 @@ import httpx
 from loguru import logger
 
 from services.errors import CircuitOpenError
+from services.state import Peers
+from services.state.local import NoPeers
 
 BreakerState = Literal["closed", "open", "half_open"]
 Verdict = Literal["success", "failure", "neutral"]
@@ -31,10 +33,17 @@ class _Circuit:
 class CircuitBreakers:
     """Per-origin breakers: open after `threshold` failures in a row, half-open after `cooldown`."""
 
-    def __init__(self, threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        threshold: int,
+        cooldown: float,
+        clock: Callable[[], float] = time.monotonic,
+        peers: Peers | None = None,
+    ) -> None:
         self.threshold = threshold
         self.cooldown = cooldown
         self._clock = clock
+        self._peers: Peers = peers if peers is not None else NoPeers()
         self._circuits: dict[str, _Circuit] = {}
         self._lock = threading.Lock()
 
@@ -68,6 +77,7 @@ class CircuitBreakers:
         """Record how an admitted attempt ended."""
         if self.threshold <= 0 or (verdict == "success" and not probe and origin not in self._circuits):
             return
+        opened = False
         with self._lock:
             circuit = self._circuits.get(origin)
             if verdict == "success":
@@ -82,6 +92,7 @@ class CircuitBreakers:
                 if probe:
                     circuit.state, circuit.opened_at, circuit.probing = "open", self._clock(), False
                     logger.warning("circuit for {} reopened: the probe failed", origin)
+                    opened = True
                 elif circuit.state == "closed":
                     circuit.failures += 1
                     if circuit.failures >= self.threshold:
@@ -89,8 +100,23 @@ class CircuitBreakers:
                         logger.warning(
                             "circuit for {} opened after {} failures in a row", origin, circuit.failures
                         )
+                        opened = True
             elif probe and circuit is not None:
                 circuit.probing = False  # the probe ended without a verdict; let the next caller probe
+        if opened:
+            self._peers.circuit_opened(origin, self.cooldown)
+
+    def trip(self, origin: str, wait: float) -> None:
+        """Open `origin`'s circuit for `wait` seconds because another process opened its own."""
+        if self.threshold <= 0 or wait <= 0:
+            return
+        with self._lock:
+            circuit = self._circuits.get(origin) or self._track(origin)
+            opened_at = self._clock() + min(wait, self.cooldown) - self.cooldown
+            if circuit.state != "open" or opened_at > circuit.opened_at:
+                circuit.opened_at = opened_at
+            circuit.state, circuit.probing = "open", False
+        logger.warning("circuit for {} opened: another process saw it fail", origin)
 
     def _track(self, origin: str) -> _Circuit:
         if len(self._circuits) >= MAX_TRACKED_ORIGINS:

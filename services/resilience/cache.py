@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import hashlib
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -25,9 +26,15 @@ from dataclasses import dataclass
 import httpx
 
 from services.headers import header_names
+from services.state import CacheTier
+from services.state.local import NoCacheTier
 from services.stats import CacheStats
 from services.transport.httpx_glue import header_list
 
+# A shared entry's format; a reader skips any other (an older or newer process sharing the Redis).
+SHARED_FORMAT = 1
+# Answers fresh for less than this are not worth a trip to the shared tier.
+MIN_SHARED_TTL = 1.0
 CACHEABLE_STATUSES = frozenset({200, 203, 300, 301, 404, 410})
 # Headers that describe the bytes on the wire, not the decoded body we keep.
 _WIRE_HEADERS = frozenset(
@@ -115,8 +122,16 @@ class CacheEntry:
 class ResponseCache:
     """GET responses kept in memory, LRU-evicted past `max_entries` or `max_bytes`."""
 
-    def __init__(self, max_entries: int, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_entries: int,
+        max_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+        tier: CacheTier | None = None,
+    ) -> None:
         self.max_entries = max_entries
+        # A second tier (shared by every process) behind this one; the default holds nothing.
+        self.tier: CacheTier = tier if tier is not None else NoCacheTier()
         self.max_bytes = max_bytes
         self._clock = clock
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
@@ -125,6 +140,7 @@ class ResponseCache:
         self.hits = 0
         self.misses = 0
         self.revalidated = 0
+        self.shared_hits = 0
 
     @property
     def enabled(self) -> bool:
@@ -216,6 +232,7 @@ class ResponseCache:
         if entry.fresh_until <= self._clock() and entry.etag is None and entry.last_modified is None:
             return  # stale at once and impossible to revalidate: useless
         self._put(key, entry)
+        self._share(key, entry)
 
     def _put(self, key: str, entry: CacheEntry) -> None:
         if entry.size > self.max_bytes:
@@ -248,6 +265,7 @@ class ResponseCache:
         entry.headers = headers
         entry.fresh_until = self._clock() + lifetime - (_seconds(merged.get("age")) or 0)
         self._put(key, entry)
+        self._share(key, entry)
 
     def response(self, entry: CacheEntry, request: httpx.Request, how: str) -> httpx.Response:
         """A fresh `httpx.Response` built from `entry`; `extensions['cache']` says `hit` or `revalidated`."""
@@ -261,6 +279,81 @@ class ResponseCache:
         response.elapsed = datetime.timedelta(0)
         return response
 
+    def _share(self, key: str, entry: CacheEntry) -> None:
+        """Offer a fresh entry to the second tier, unless it must stay with this process."""
+        if not self.tier.enabled:
+            return
+        ttl = entry.fresh_until - self._clock()
+        if ttl < MIN_SHARED_TTL or any(name == "set-cookie" for name, _ in entry.headers):
+            return
+        # RFC 9111 §5.2.2.7: a private answer is shared only under a key bound to its credential.
+        private = "private" in parse_cache_control(
+            next((v for k, v in entry.headers if k == "cache-control"), "")
+        )
+        if private and "#" not in key:
+            return
+        self.tier.put(key, encode_entry(entry, ttl), ttl)
+
+    async def lookup_shared(self, key: str, request: httpx.Request) -> tuple[CacheEntry | None, bool]:
+        """Ask the second tier after a miss here; a usable answer is kept here too."""
+        blob = await self.tier.get(key)
+        entry = decode_entry(blob, request, self._clock()) if blob is not None else None
+        if entry is None:
+            return None, False
+        self._put(key, entry)
+        found, fresh = self.lookup(key, request)
+        if fresh:
+            self.shared_hits += 1
+        return found, fresh
+
     def stats(self) -> CacheStats:
         """Counters and size of the store."""
-        return CacheStats(self.hits, self.misses, self.revalidated, len(self._entries), self._bytes)
+        return CacheStats(
+            self.hits, self.misses, self.revalidated, len(self._entries), self._bytes, self.shared_hits
+        )
+
+
+def _digest(value: str | None) -> str | None:
+    """A request header value as stored in a shared entry's Vary: never the value itself."""
+    return None if value is None else hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def encode_entry(entry: CacheEntry, ttl: float) -> bytes:
+    """A shared entry: a length-prefixed JSON head (format version 1), then the body."""
+    head = {
+        "v": SHARED_FORMAT,
+        "status": entry.status,
+        "headers": entry.headers,
+        "vary": [[name, _digest(value)] for name, value in entry.vary],
+        "expires": time.time() + ttl,
+    }
+    raw = json.dumps(head, separators=(",", ":")).encode()
+    return len(raw).to_bytes(4, "big") + raw + entry.body
+
+
+def decode_entry(blob: bytes, request: httpx.Request, now: float) -> CacheEntry | None:
+    """The entry in `blob` if it is well-formed, still fresh, and its Vary matches `request`."""
+    try:
+        size = int.from_bytes(blob[:4], "big")
+        head = json.loads(blob[4 : 4 + size])
+        if head.get("v") != SHARED_FORMAT:
+            return None
+        vary = tuple((str(name), request.headers.get(str(name))) for name, _ in head["vary"])
+        if any(_digest(value) != digest for (_, value), (_, digest) in zip(vary, head["vary"], strict=True)):
+            return None
+        ttl = float(head["expires"]) - time.time()
+        headers = [(str(k), str(v)) for k, v in head["headers"]]
+        status = int(head["status"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if ttl <= 0:
+        return None
+    body = blob[4 + size :]
+    return CacheEntry(
+        status=status,
+        headers=headers,
+        body=body,
+        fresh_until=now + ttl,
+        vary=vary,
+        size=len(body) + sum(len(k) + len(v) for k, v in headers),
+    )

@@ -22,6 +22,8 @@ from loguru import logger
 from services.config import HostLimit
 from services.errors import RateLimitedError, parse_retry_after
 from services.headers import header_names
+from services.state import Peers, Turns
+from services.state.local import LocalTurns, NoPeers
 from services.stats import BlockStats
 
 MAX_BLOCKS = 1024
@@ -143,11 +145,18 @@ def declared_quotas(response: httpx.Response) -> list[Quota]:
 class HostLimiter:
     """Makes each attempt wait its turn for its host, or fail at once when the turn is too far off."""
 
-    def __init__(self, limits: tuple[HostLimit, ...], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limits: tuple[HostLimit, ...],
+        clock: Callable[[], float] = time.monotonic,
+        turns: Turns | None = None,
+        peers: Peers | None = None,
+    ) -> None:
         self._limits = limits
         self._clock = clock
-        # Generic cell rate algorithm: the time the next request may go out, per limited host.
-        self._next_at: dict[str, float] = {}
+        # Generic cell rate algorithm per limited host: in this process, or the cluster's.
+        self._turns: Turns = turns if turns is not None else LocalTurns(clock)
+        self._peers: Peers = peers if peers is not None else NoPeers()
         # Scopes that told us (a spent quota, or a 429/503 with Retry-After) to stay away until then.
         self._blocked: dict[Scope, float] = {}
         # The partitions each (origin, path) last declared: a request's partition is known only from these.
@@ -186,7 +195,7 @@ class HostLimiter:
         limit = self.limit_for(host) if self._limits else None
         if limit is None and not self._blocked:
             return _noop
-        wait = self._reserve(limit, request, budget)
+        wait = await self._reserve(limit, request, budget)
         if wait > 0:
             self.waits += 1
             await asyncio.sleep(wait)
@@ -202,23 +211,24 @@ class HostLimiter:
             ) from None
         return semaphore.release
 
-    def _reserve(self, limit: HostLimit | None, request: httpx.Request, budget: float) -> float:
-        now = self._clock()
-        with self._lock:
-            wait, scope = self._blocked_wait(request, now) if self._blocked else (0.0, None)
-            if limit is not None and limit.requests:
-                interval = limit.period / limit.requests
-                burst = interval * (limit.requests - 1)
-                next_at = max(self._next_at.get(limit.host, now), now)
-                turn = next_at - burst - now
-                if turn > wait:
-                    wait, scope = turn, None
-                if wait > budget:
-                    raise self._refuse(request, scope, wait)
-                self._next_at[limit.host] = max(next_at, now + wait) + interval
-            elif wait > budget:
+    async def _reserve(self, limit: HostLimit | None, request: httpx.Request, budget: float) -> float:
+        wait, scope = 0.0, None
+        if self._blocked:
+            now = self._clock()
+            with self._lock:
+                wait, scope = self._blocked_wait(request, now)
+        if wait > budget:
+            raise self._refuse(request, scope, wait)
+        if limit is not None and limit.requests:
+            interval = limit.period / limit.requests
+            turn = await self._turns.reserve(
+                limit.host, interval, interval * (limit.requests - 1), wait, budget
+            )
+            if turn > wait:
+                wait, scope = turn, None
+            if wait > budget:
                 raise self._refuse(request, scope, wait)
-            return wait
+        return wait
 
     def _blocked_wait(self, request: httpx.Request, now: float) -> tuple[float, Scope | None]:
         """The longest block over the request's scopes (its origin, and its path's known partitions)."""
@@ -261,16 +271,16 @@ class HostLimiter:
         if not quotas:
             return
         request = response.request
-        origin = origin_of(request.url)
+        origin, path = origin_of(request.url), request.url.path
         partitions = tuple(q.partition for q in quotas if q.partition)
+        if partitions:
+            with self._lock:
+                self._remember(origin, path, partitions)
         spent = [q for q in quotas if q.wait is not None and q.wait > 0]
-        with self._lock:
-            if partitions:
-                self._remember(origin, request.url.path, partitions)
         if spent:
             credential = credential_of(request)
             for quota in spent:
-                self.block(Scope(origin, quota.partition, credential), quota.wait or 0.0)
+                self.block(Scope(origin, quota.partition, credential), quota.wait or 0.0, path)
 
     def _remember(self, origin: str, path: str, partitions: tuple[str, ...]) -> None:
         key = (origin, path)
@@ -281,17 +291,27 @@ class HostLimiter:
         if len(self._paths) > MAX_REMEMBERED_PATHS:
             self._paths.popitem(last=False)
 
-    def block(self, scope: Scope, wait: float) -> None:
-        """Refuse requests in `scope` for `wait` seconds (bounded: past MAX_BLOCKS, new ones are dropped)."""
+    def block(self, scope: Scope, wait: float, path: str = "", *, announce: bool = True) -> None:
+        """Refuse requests in `scope` for `wait` seconds; `path` declared its partition.
+
+        `announce=False` for a block another process learned. Bounded: past MAX_BLOCKS, new ones are dropped.
+        """
         now = self._clock()
         with self._lock:
+            known = self._paths.get((scope.origin, path), ())
+            if scope.partition and path and scope.partition not in known:
+                self._remember(scope.origin, path, (*known, scope.partition))
             if scope not in self._blocked and len(self._blocked) >= MAX_BLOCKS:
                 for stale in [s for s, t in self._blocked.items() if t <= now]:
                     del self._blocked[stale]
                 if len(self._blocked) >= MAX_BLOCKS:
                     return
             self._blocked[scope] = max(now + wait, self._blocked.get(scope, 0.0))
-        logger.info("{} asked us to wait {:.0f}s before the next request", scope.describe(), wait)
+        if announce:
+            logger.info("{} asked us to wait {:.0f}s before the next request", scope.describe(), wait)
+            self._peers.block_learned(scope, wait, path)
+        else:
+            logger.info("{}: another process was asked to wait {:.0f}s; so do we", scope.describe(), wait)
 
     def blocks(self) -> tuple[BlockStats, ...]:
         """The blocks in force, longest first."""

@@ -13,7 +13,15 @@ from discord.ext import commands
 
 from cogs.admin import REFUSAL, TRENDS_TITLE, Admin, build_stats_embed
 from services.http_client import http_client
-from services.stats import TREND_SLOTS, BlockStats, CacheStats, OriginStats, OriginTrend
+from services.stats import (
+    TREND_SLOTS,
+    BlockStats,
+    CacheStats,
+    ClusterStats,
+    OriginStats,
+    OriginTrend,
+    ProcessStats,
+)
 from tests.cogs.conftest import FakeInteraction
 from tests.conftest import ServerFactory
 
@@ -189,3 +197,21 @@ async def test_embed_shows_each_origin_in_flight_against_its_limit_and_shed() ->
         "`https://h2.example:443` 1 (1 active, 0 idle) h2",
         "`https://pypi.org:443` 1 (0 active, 1 idle) h1 · 0/50 in flight",
     ]
+
+
+async def test_embed_shows_the_cluster_and_degraded_sharing() -> None:
+    cluster = ClusterStats(
+        sharing="degraded",
+        backend="redis://127.0.0.1:6379/0",
+        instance="bot-a",
+        processes=(ProcessStats("bot-a", requests_total=10, in_flight=1), ProcessStats("bot-b", 30)),
+        requests_total=40,
+        in_flight=1,
+        detail="redis connection failed (ConnectionError); running on in-process state",
+    )
+    shown = fields(build_stats_embed(replace(http_client.get_pool_stats(), cluster=cluster)))
+    text = shown["Cluster"]
+    assert "**degraded**" in text and "running on in-process state" in text
+    assert "2 processes: 40 sent · 1 in flight" in text
+    assert "`bot-a` (this one) 10 sent · 1 in flight" in text and "`bot-b` 30 sent" in text
+    assert "Cluster" not in fields(build_stats_embed(http_client.get_pool_stats()))
