@@ -134,7 +134,8 @@ def cluster_text(cluster: ClusterStats) -> str:
     lines = [
         head,
         f"{len(cluster.processes)} processes: {_n(cluster.requests_total)} sent · "
-        f"{_n(cluster.in_flight)} in flight · {_n(cluster.errors)} errors · {_n(cluster.cache_hits)} cache hits",
+        f"{_n(cluster.in_flight)} in flight · {_n(cluster.errors)} errors · "
+        f"{_n(cluster.cache_hits)} cache hits",
     ]
     for p in cluster.processes[:MAX_PROCESSES]:
         me = " (this one)" if p.instance == cluster.instance else ""
