@@ -226,10 +226,11 @@ class Pipeline:
         """Answer from the cache when fresh, revalidate when stale, store what may be stored."""
         cache = self.resilience.cache
         # The key (the URL as text) is only worth building when there is something to look up or keep.
-        key = cache.key(request) if cache.entries or cache.tier.enabled else None
+        tier = cache.tier
+        key = cache.key(request) if cache.entries or tier.announced else None
         entry, fresh = cache.lookup(key, request) if key is not None else (None, False)
-        if entry is None and key is not None and cache.tier.enabled:
-            entry, fresh = await cache.lookup_shared(key, request)
+        if entry is None and key is not None and tier.announced and tier.may_hold(key):
+            entry, fresh = await cache.lookup_shared(key, request)  # another process stored it
         if entry is not None and fresh:
             cache.hits += 1
             return cache.response(entry, request, "hit")

@@ -44,7 +44,16 @@ class CacheTier(Protocol):
 
     @property
     def enabled(self) -> bool:
-        """Whether lookups and stores are worth making at all."""
+        """Whether stores are worth making at all."""
+        ...
+
+    @property
+    def announced(self) -> int:
+        """How many entries this tier is known to hold (0: no lookup is worth making)."""
+        ...
+
+    def may_hold(self, key: str) -> bool:
+        """Whether an entry for `key` was announced and has not expired: only then is `get` worth a trip."""
         ...
 
     async def get(self, key: str) -> bytes | None:

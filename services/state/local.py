@@ -51,6 +51,11 @@ class NoCacheTier:
     """No second tier: the in-process cache is all there is."""
 
     enabled = False
+    announced = 0
+
+    def may_hold(self, key: str) -> bool:
+        """Never."""
+        return False
 
     async def get(self, key: str) -> bytes | None:
         """Never anything."""
