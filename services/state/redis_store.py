@@ -250,6 +250,7 @@ class RedisState:
         was = self._state
         self.healthy = False
         self._state = "degraded"
+        self._peers = ()  # unknown until read again: the view shows this process alone meanwhile
         self._detail = f"redis {what} failed ({self._describe(exc)}); running on in-process state"
         if was != "degraded":
             logger.warning("{} at {}; reconnecting in the background", self._detail, self.backend)
@@ -334,12 +335,13 @@ class RedisState:
             asyncio.ensure_future(self._broken.wait()),
         ]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await _stop(tasks)
-        for task in done:
-            if not task.cancelled() and (exc := task.exception()) is not None:
-                raise exc
+        # Read every outcome (asyncio logs an error for an exception nobody retrieved); raise the first.
+        errors = [t.exception() for t in tasks if t.done() and not t.cancelled() and t.exception()]
+        if errors and errors[0] is not None:
+            raise errors[0]
         raise ConnectionError("a call on a request's path failed")
 
     async def _disconnect(self, pubsub: aioredis.client.PubSub | None) -> None:

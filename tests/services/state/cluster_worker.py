@@ -4,7 +4,8 @@ Run as `python -m tests.services.state.cluster_worker '<json plan>'`; prints one
 Plans: {"mode": "hammer", "url", "seconds", "concurrency"} sends as fast as its turns allow;
 {"mode": "count", "urls", "requests", "concurrency"} sends a fixed number, cycling through `urls`;
 {"mode": "poll", "urls", "seconds", "every"} calls each URL in turn at a steady pace.
-"resume": true waits (after the traffic) until sharing is connected again. A first call to "warm"
+"resume": N waits (after the traffic) until sharing is connected again, then until the cluster view
+read back from Redis lists N processes. A first call to "warm"
 starts sharing, and the plan begins once it is connected (importing redis-py and connecting take a
 while on a busy machine; meanwhile a process runs on its own state).
 """
@@ -79,6 +80,19 @@ async def connected(seconds: float = 20) -> bool:
     return False
 
 
+async def processes_seen(expected: int, seconds: float = 15) -> int:
+    """Wait until the cluster view (read back from Redis) lists `expected` processes; return how many."""
+    deadline = time.monotonic() + seconds
+    seen = 0
+    while time.monotonic() < deadline:
+        cluster = http_client.get_pool_stats().cluster
+        seen = len(cluster.processes) if cluster is not None else 0
+        if seen >= expected:
+            break
+        await asyncio.sleep(0.1)
+    return seen
+
+
 async def main(plan: dict[str, Any]) -> dict[str, Any]:
     tally = Tally()
     # The first call starts sharing (its answer does not matter: the cluster's limit may refuse it).
@@ -86,9 +100,11 @@ async def main(plan: dict[str, Any]) -> dict[str, Any]:
     await connected()
     await {"hammer": hammer, "count": count, "poll": poll}[plan["mode"]](plan, tally)
     resumed = None
+    peers = None
     if plan.get("resume"):
         resumed = await connected()
         await tally.call(plan["urls"][0])  # one more call, with sharing back
+        peers = await processes_seen(plan["resume"])
     stats = http_client.get_pool_stats()
     await http_client.close()
     return {
@@ -96,6 +112,7 @@ async def main(plan: dict[str, Any]) -> dict[str, Any]:
         "refused": tally.refused,
         "failed": dict(tally.failed),
         "resumed": resumed,
+        "peers": peers,
         "shared_hits": stats.cache.shared_hits,
         "fallbacks": stats.cluster.fallbacks if stats.cluster else None,
     }

@@ -170,7 +170,7 @@ async def test_cluster_redis_killed_mid_run_fails_no_call_and_sharing_resumes(
     urls = [f"{upstream.base}/plain?i={i}" for i in range(20)] + [
         f"{upstream.base}/cached?i={i}" for i in range(5)
     ]
-    plan = {"mode": "count", "urls": urls, "requests": 1500, "concurrency": 8, "resume": True}
+    plan = {"mode": "count", "urls": urls, "requests": 1500, "concurrency": 8, "resume": 3}
     # Every call goes through the cluster-wide limit (a generous one), so Redis is on every call's path.
     workers = asyncio.ensure_future(
         run_workers([plan] * 3, f"{upstream.base}/warm", HTTP_HOST_LIMITS="127.0.0.1=100000/s")
@@ -183,9 +183,5 @@ async def test_cluster_redis_killed_mid_run_fails_no_call_and_sharing_resumes(
     results = await workers
     assert [r["failed"] for r in results] == [{}, {}, {}]
     assert sum(r["ok"] for r in results) == 3 * 1500 + 3
-    assert all(r["resumed"] for r in results), results
-    admin = redis_server.admin()
-    try:
-        assert await admin.exists("courier:v1:gcra:127.0.0.1")  # written again after the restart
-    finally:
-        await admin.aclose()
+    # Sharing resumed everywhere: each saw all three in the figures written to the restarted (empty) Redis.
+    assert [(r["resumed"], r["peers"]) for r in results] == [(True, 3)] * 3, results
