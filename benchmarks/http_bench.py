@@ -151,6 +151,7 @@ async def make_courier(
         response = await service.get(url)
         return len(response.content)
 
+    one.connections = lambda: service.get_pool_stats().connections  # type: ignore[attr-defined]
     return one, service.close
 
 
@@ -290,6 +291,7 @@ async def measure_cell(
         else:
             sent = await run_workers(one, requests, concurrency, LAG_SECONDS if lag else 0.0)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        connections = one.connections() if hasattr(one, "connections") else None  # Courier's pool, live
         done = True
         if tick is not None:
             await tick
@@ -299,7 +301,7 @@ async def measure_cell(
             await result
     ordered = sorted(delays)
     p99 = ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)] if ordered else None
-    return {"cpu": cpu, "wall": wall, "requests": sent, "lag_p99": p99}
+    return {"cpu": cpu, "wall": wall, "requests": sent, "lag_p99": p99, "connections": connections}
 
 
 def cell_main(args: argparse.Namespace) -> None:
@@ -439,6 +441,16 @@ def driver(args: argparse.Namespace) -> None:
         )
         for title, _, _, variants in [] if args.lag_only else suites:
             print_table(title, variants, levels, results[title])
+            counts = {
+                f"{v} c={c}": sorted({cell["connections"] for cell in cells})
+                for (v, c), cells in results[title].items()
+                if v.startswith("courier") and cells[0].get("connections") is not None
+            }
+            if counts:
+                print(
+                    "\nConnections open at the end of each cell: "
+                    + "; ".join(f"{k}: {v}" for k, v in counts.items())
+                )
         print(
             f"\n### Event-loop lag over {LAG_SECONDS:g} s at c=100, flat out and at a rate a bot sees, plain "
             "HTTP/1.1 small JSON (p99 delay of a 10 ms timer, median of rounds)\n"

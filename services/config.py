@@ -23,8 +23,8 @@ except metadata.PackageNotFoundError:  # running from a bare checkout
     VERSION = "0.0.0+unknown"
 
 DEFAULT_CONTACT_URL = "https://github.com/courier-bot/courier"
-# auto: Courier's HTTP/1.1 transport, with https:// on httpcore when HTTP/2 is on; fast: ours for
-# everything; httpcore: the stock httpx transport for everything.
+# auto and fast: Courier's own transport (HTTP/1.1, and HTTP/2 when HTTP_HTTP2 is on); httpcore: the
+# stock httpx transport for everything.
 TRANSPORTS = ("auto", "fast", "httpcore")
 
 
@@ -202,6 +202,7 @@ class HTTPSettings:
     write_timeout: float = 30.0
     pool_timeout: float = 10.0
     http2: bool = False
+    http2_prior_knowledge: bool = False
     follow_redirects: bool = True
     max_redirects: int = 10
     verify_tls: bool = True
@@ -277,6 +278,7 @@ class HTTPSettings:
             write_timeout=env_float(env, "HTTP_WRITE_TIMEOUT", d.write_timeout, minimum=0.001, maximum=3600),
             pool_timeout=env_float(env, "HTTP_POOL_TIMEOUT", d.pool_timeout, minimum=0.001, maximum=600),
             http2=env_bool(env, "HTTP_HTTP2", d.http2),
+            http2_prior_knowledge=env_bool(env, "HTTP_HTTP2_PRIOR_KNOWLEDGE", d.http2_prior_knowledge),
             follow_redirects=env_bool(env, "HTTP_FOLLOW_REDIRECTS", d.follow_redirects),
             max_redirects=env_int(env, "HTTP_MAX_REDIRECTS", d.max_redirects, minimum=0, maximum=50),
             verify_tls=env_bool(env, "HTTP_VERIFY_TLS", d.verify_tls),

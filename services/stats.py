@@ -20,6 +20,7 @@ class ConnectionSnapshot:
     origin: str
     state: ConnectionState
     http_version: str
+    streams: int = 0  # open streams on an HTTP/2 connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ class OriginStats:
     in_flight: int = 0
     limit: int | None = None  # None: the transport sets no per-origin limit (httpcore)
     shed: int = 0
+    streams: int = 0  # open HTTP/2 streams
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +205,8 @@ def summarize_origins(state: PoolState) -> tuple[OriginStats, ...]:
         row["connections"] += 1
         row[conn.state] += 1
         row["http2" if conn.http_version == "HTTP/2" else "http1"] += 1
+        if conn.streams:
+            row["streams"] += conn.streams
     for origin, count in state.queued.items():
         rows.setdefault(origin, Counter())["queued"] += count
     for origin, slots in state.slots.items():

@@ -24,10 +24,8 @@ def build_ssl_context(settings: HTTPSettings) -> ssl.SSLContext:
 
 
 def transport_mode(settings: HTTPSettings) -> str:
-    """What HTTP_TRANSPORT resolves to: fast, httpcore, or mixed (https:// on httpcore for HTTP/2)."""
-    if settings.transport == "auto":
-        return "mixed" if settings.http2 else "fast"
-    return settings.transport
+    """What HTTP_TRANSPORT resolves to: fast (ours, HTTP/1.1 and HTTP/2) or httpcore."""
+    return "fast" if settings.transport == "auto" else settings.transport
 
 
 def transport_options(settings: HTTPSettings, ssl_context: ssl.SSLContext) -> dict[str, Any]:
@@ -46,6 +44,8 @@ def transport_options(settings: HTTPSettings, ssl_context: ssl.SSLContext) -> di
         max_connections_per_host=settings.max_connections_per_host,
         max_queued_per_host=settings.max_queued_per_host,
         adaptive=settings.adaptive_concurrency,
+        http2=settings.http2,
+        http2_prior_knowledge=settings.http2_prior_knowledge,
     )
     limits = httpx.Limits(
         max_connections=settings.max_connections,
@@ -64,7 +64,4 @@ def transport_options(settings: HTTPSettings, ssl_context: ssl.SSLContext) -> di
                     proxy=proxy, verify=ssl_context, http2=settings.http2, limits=limits
                 )
             )
-    if mode == "mixed" and "https://" not in mounts and "all://" not in mounts:
-        # Only httpcore speaks HTTP/2.
-        mounts["https://"] = httpx.AsyncHTTPTransport(verify=ssl_context, http2=True, limits=limits)
     return {"transport": fast, "mounts": mounts}

@@ -22,6 +22,7 @@ from services.transport.deadline import within
 from services.transport.httpx_glue import header_list
 
 if TYPE_CHECKING:
+    from services.transport.http2 import H2Connection
     from services.transport.pool import FastTransport
 
 # llhttp has no limit of its own. Stock httpx's h11 refuses a head only while it is still incomplete
@@ -96,7 +97,7 @@ class NetworkStream:
 
     __slots__ = ("_conn",)
 
-    def __init__(self, conn: HTTP11Connection) -> None:
+    def __init__(self, conn: HTTP11Connection | H2Connection) -> None:
         self._conn = conn
 
     def get_extra_info(self, info: str) -> Any:

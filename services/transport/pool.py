@@ -1,4 +1,5 @@
-"""The HTTP/1.1 pool: checkout, release, keep-alive expiry and an exact snapshot, as an httpx transport."""
+"""The pool: checkout, release, keep-alive expiry and an exact snapshot, as an httpx transport (HTTP/1.1
+connections here; HTTP/2 ones, one per origin carrying many streams, through `HTTP2Pool`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import datetime
 import ssl
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from services.headers import HEADER_NAMES
 from services.resilience.retry import IDEMPOTENT_METHODS, Deadline
 from services.stats import ConnectionSnapshot, PoolState
 from services.transport.deadline import DEADLINE, raise_if_past_deadline, within
+from services.transport.http2 import H2Connection, HTTP2Pool
 from services.transport.http11 import (
     MAX_HEADER_BYTES,
     READ_HIGH_WATER,
@@ -88,6 +90,31 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._finish(reuse=False)
 
 
+class _ALPNChoice(asyncio.Protocol):
+    """Becomes an HTTP/2 or an HTTP/1.1 connection the moment TLS says which protocol the server chose."""
+
+    def __init__(self, pool: FastTransport, h2: HTTP2Pool, key: Key) -> None:
+        self.pool = pool
+        self.h2 = h2
+        self.key = key
+        self.chosen: HTTP11Connection | H2Connection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Runs once the handshake is done and before any later byte is read: nothing is lost by
+        # switching protocols here (the server's SETTINGS may be in the very next read).
+        ssl_object = transport.get_extra_info("ssl_object")
+        chosen = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        header_bytes = self.pool._max_header_bytes
+        conn: HTTP11Connection | H2Connection
+        if chosen == "h2":
+            conn = H2Connection(self.h2, self.key, header_bytes)
+        else:
+            conn = HTTP11Connection(self.pool, self.key, header_bytes)
+        self.chosen = conn
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+
+
 class FastTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 over asyncio with llhttp (httptools) parsing and a pool it reports exactly.
 
@@ -102,6 +129,9 @@ class FastTransport(httpx.AsyncBaseTransport):
             `max_connections` or 100, whichever is larger.
         adaptive: Lower an origin's limit while its latency climbs (Gradient2), and raise it back.
         max_header_bytes: Largest response header block accepted.
+        http2: Offer HTTP/2 by ALPN to https:// origins; one connection per origin carries many streams,
+            each holding one of the origin's slots as an HTTP/1.1 exchange does.
+        http2_prior_knowledge: Speak HTTP/2 without TLS (h2c) to http:// origins.
     """
 
     def __init__(
@@ -115,6 +145,8 @@ class FastTransport(httpx.AsyncBaseTransport):
         max_queued_per_host: int = 0,
         adaptive: bool = True,
         max_header_bytes: int = MAX_HEADER_BYTES,
+        http2: bool = False,
+        http2_prior_knowledge: bool = False,
     ) -> None:
         self._ssl_context = ssl_context
         self._max_connections = max_connections
@@ -139,6 +171,9 @@ class FastTransport(httpx.AsyncBaseTransport):
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self.read_buffer = memoryview(bytearray(READ_BUFFER_SIZE))
+        self._h2: HTTP2Pool | None = None
+        if http2 or http2_prior_knowledge:
+            self._h2 = HTTP2Pool(self, tls=http2, cleartext=http2_prior_knowledge)
 
     # --- the pool -----------------------------------------------------------------------------
 
@@ -153,6 +188,10 @@ class FastTransport(httpx.AsyncBaseTransport):
             )
         slots = {self._origin(key): counts for key, counts in self._slots.snapshot().items()}
         queued = {origin: counts.queued for origin, counts in slots.items() if counts.queued}
+        if self._h2 is not None:
+            conns.extend(self._h2.snapshots())
+            for key, count in self._h2.waiting.items():  # holding a slot, waiting for a stream
+                queued[self._origin(key)] = queued.get(self._origin(key), 0) + count
         return PoolState(tuple(conns), queued, slots)
 
     def _origin(self, key: Key) -> str:
@@ -220,11 +259,22 @@ class FastTransport(httpx.AsyncBaseTransport):
 
     def _unreserve(self, key: Key) -> None:
         """A connection to `key` could not be opened: free its place and its request's slot."""
+        self._connected(key)
+        self._total -= 1
+        self._slots.release(key)
+
+    def _connected(self, key: Key) -> None:
+        """A connection reserved for `key` is open (or given up): it no longer counts as connecting."""
         self._connecting[key] -= 1
         if not self._connecting[key]:
             del self._connecting[key]
-        self._total -= 1
-        self._slots.release(key)
+
+    def _park(self, conn: HTTP11Connection) -> None:
+        """A new connection nobody holds yet (opened for HTTP/2, answered in HTTP/1.1): to the idle list."""
+        conn.idle_since = time.monotonic()
+        self._idle.setdefault(conn.key, []).append(conn)
+        self._idle_count += 1
+        self._schedule_sweep()
 
     def drop_idle(self, conn: HTTP11Connection) -> None:
         """An idle connection closed under us (the server hung up): forget it now."""
@@ -289,7 +339,8 @@ class FastTransport(httpx.AsyncBaseTransport):
                     conn.transport.close()
             if not idle:
                 del self._idle[key]
-        if self._idle_count:
+        h2_left = self._h2 is not None and self._h2.sweep(now, self._keepalive_expiry)
+        if self._idle_count or h2_left:
             self._schedule_sweep()
 
     async def _queue(self, key: Key, request: httpx.Request, timeouts: dict[str, float | None]) -> None:
@@ -355,6 +406,12 @@ class FastTransport(httpx.AsyncBaseTransport):
             self._slots.cancel(ticket)
 
     async def _connect(self, key: Key, limit: float | None) -> HTTP11Connection:
+        conn = await self._dial(key, limit, http2=False)
+        assert isinstance(conn, HTTP11Connection)
+        return conn
+
+    async def _dial(self, key: Key, limit: float | None, *, http2: bool) -> HTTP11Connection | H2Connection:
+        """A new connection to `key`; with `http2`, HTTP/2 when ALPN (or prior knowledge) says so."""
         scheme, host, port = key
         use_tls = scheme == b"https"
         loop = asyncio.get_running_loop()
@@ -363,12 +420,21 @@ class FastTransport(httpx.AsyncBaseTransport):
         if use_tls and context is None:
             context = self._ssl_context = ssl.create_default_context()
         if context is not None:
-            # httpcore sets ALPN on a context it shares; this pool only speaks HTTP/1.1.
-            context.set_alpn_protocols(["http/1.1"])
+            # httpcore sets ALPN on a context it shares: say what this connection offers each time.
+            context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
+        factory: Callable[[], asyncio.BaseProtocol]
+        if http2 and self._h2 is not None:
+            h2 = self._h2
+            if use_tls:
+                factory = lambda: _ALPNChoice(self, h2, key)  # noqa: E731
+            else:
+                factory = lambda: H2Connection(h2, key, self._max_header_bytes)  # noqa: E731
+        else:
+            factory = lambda: HTTP11Connection(self, key, self._max_header_bytes)  # noqa: E731
         try:
             async with asyncio.timeout(limit):
-                _, conn = await loop.create_connection(
-                    lambda: HTTP11Connection(self, key, self._max_header_bytes),
+                _, proto = await loop.create_connection(
+                    factory,
                     hostname,
                     port,
                     ssl=context,
@@ -378,7 +444,9 @@ class FastTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectTimeout(f"timed out connecting to {self._origin(key)}") from None
         except (OSError, ssl.SSLError) as exc:
             raise httpx.ConnectError(f"could not connect to {self._origin(key)}: {exc}") from None
-        if use_tls and conn.transport is not None:
+        conn = proto.chosen if isinstance(proto, _ALPNChoice) else proto
+        assert isinstance(conn, HTTP11Connection | H2Connection)
+        if isinstance(conn, HTTP11Connection) and use_tls and conn.transport is not None:
             ssl_object = conn.transport.get_extra_info("ssl_object")
             if ssl_object is not None and ssl_object.selected_alpn_protocol() not in (None, "http/1.1"):
                 conn.abort()
@@ -389,6 +457,12 @@ class FastTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request` and return a response whose body streams from the connection."""
+        if self._h2 is not None:
+            key = self._h2.key_for(request)
+            if key is not None:
+                h2_response = await self._h2.stream(key, request)
+                if h2_response is not None:
+                    return h2_response
         started = time.perf_counter()
         conn, timeouts = await self._exchange(request)
         stream = _ResponseStream(self, conn, timeouts.get("read"))
@@ -401,6 +475,12 @@ class FastTransport(httpx.AsyncBaseTransport):
 
         A body declared or received past `max_bytes` (raw, then decoded) raises `ResponseTooLargeError`.
         """
+        if self._h2 is not None:
+            key = self._h2.key_for(request)
+            if key is not None:
+                h2_response = await self._h2.fetch(key, request, max_bytes)
+                if h2_response is not None:
+                    return h2_response
         started = time.perf_counter()
         conn, timeouts = await self._exchange(request)
         chunks: list[bytes] = []
@@ -523,9 +603,7 @@ class FastTransport(httpx.AsyncBaseTransport):
             if isinstance(exc, httpx.TimeoutException):
                 raise_if_past_deadline(request)
             raise
-        self._connecting[key] -= 1
-        if not self._connecting[key]:
-            del self._connecting[key]
+        self._connected(key)
         if self._closed:
             self._total -= 1
             self._slots.release(key)
@@ -583,13 +661,14 @@ class FastTransport(httpx.AsyncBaseTransport):
         for ticket in self._slots.drain():
             if not ticket.payload.done():
                 ticket.payload.set_exception(RuntimeError("the transport is closed"))
+        h2_open = self._h2 is not None and self._h2.close_all()
         conns = [c for idle in self._idle.values() for c in idle] + list(self._active)
         self._idle.clear()
         self._idle_count = 0
         self._active.clear()
         for conn in conns:
             conn.abort()
-        if conns:
+        if conns or h2_open:
             await asyncio.sleep(0)  # let the loop run the connection_lost callbacks
 
 

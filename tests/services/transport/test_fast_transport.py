@@ -436,7 +436,7 @@ def _transport_for(client: httpx.AsyncClient, url: str) -> httpx.AsyncBaseTransp
     ("settings", "http_kind", "https_kind"),
     [
         ({}, FastTransport, FastTransport),
-        ({"http2": True}, FastTransport, httpx.AsyncHTTPTransport),  # only httpcore speaks HTTP/2
+        ({"http2": True}, FastTransport, FastTransport),  # ours speaks HTTP/2 too
         ({"http2": True, "transport": "fast"}, FastTransport, FastTransport),
         ({"transport": "httpcore"}, httpx.AsyncHTTPTransport, httpx.AsyncHTTPTransport),
     ],
