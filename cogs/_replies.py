@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 from loguru import logger
 
+from cogs._validation import InputError
 from services.errors import (
     BadResponseError,
     ClientClosingError,
@@ -74,6 +75,10 @@ async def answer(
     except CourierHTTPError as exc:
         logger.info("{} lookup failed: {}", service, exc)
         await fail(interaction, error_message(exc, service, not_found))
+        return
+    except InputError as exc:  # a URL built from the input was refused before any request
+        logger.info("{} lookup refused: {}", service, exc)
+        await fail(interaction, str(exc))
         return
     await interaction.followup.send(embed=build(result))
 

@@ -78,7 +78,7 @@ class Crates(commands.Cog):
     async def crate(self, interaction: discord.Interaction, name: str) -> None:
         """Show a Rust crate from crates.io."""
         try:
-            crate_name = clean(name, what="crate name", max_length=64, pattern=NAME_PATTERN)
+            crate_name = clean(name, what="crate name", max_length=64, pattern=NAME_PATTERN, path=True)
         except InputError as exc:
             await reject(interaction, str(exc))
             return

@@ -77,7 +77,7 @@ class Dictionary(commands.Cog):
     async def define(self, interaction: discord.Interaction, word: str) -> None:
         """Define an English word."""
         try:
-            cleaned = clean(word, what="word", max_length=64, pattern=WORD_PATTERN)
+            cleaned = clean(word, what="word", max_length=64, pattern=WORD_PATTERN, path=True)
         except InputError as exc:
             await reject(interaction, str(exc))
             return

@@ -155,11 +155,11 @@ def build_user_embed(user: User) -> discord.Embed:
 
 def parse_repo(value: str) -> tuple[str, str]:
     """Split 'owner/name' and check both parts, or raise InputError."""
-    value = clean(value, what="repository", max_length=140)
+    value = clean(value, what="repository", max_length=140, path=True)
     owner, slash, name = value.partition("/")
     if not slash:
         raise InputError("Give the repository as `owner/name`, e.g. `python/cpython`.")
-    if not LOGIN_PATTERN.fullmatch(owner) or not REPO_NAME_PATTERN.fullmatch(name) or name in {".", ".."}:
+    if not LOGIN_PATTERN.fullmatch(owner) or not REPO_NAME_PATTERN.fullmatch(name):
         raise InputError("That doesn't look like a valid `owner/name` repository.")
     return owner, name
 
@@ -195,7 +195,7 @@ class GitHub(commands.GroupCog, group_name="github"):
     async def user(self, interaction: discord.Interaction, name: str) -> None:
         """Show a GitHub user or organisation."""
         try:
-            login = clean(name, what="GitHub username", max_length=39, pattern=LOGIN_PATTERN)
+            login = clean(name, what="GitHub username", max_length=39, pattern=LOGIN_PATTERN, path=True)
         except InputError as exc:
             await reject(interaction, str(exc))
             return

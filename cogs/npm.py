@@ -86,7 +86,7 @@ class Npm(commands.Cog):
     async def npm(self, interaction: discord.Interaction, package: str) -> None:
         """Show an npm package's latest version."""
         try:
-            name = clean(package, what="npm package name", max_length=214, pattern=NAME_PATTERN)
+            name = clean(package, what="npm package name", max_length=214, pattern=NAME_PATTERN, path=True)
         except InputError as exc:
             await reject(interaction, str(exc))
             return

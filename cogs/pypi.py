@@ -95,7 +95,7 @@ class PyPI(commands.Cog):
     async def pypi(self, interaction: discord.Interaction, package: str) -> None:
         """Show a Python package's latest release on PyPI."""
         try:
-            name = clean(package, what="PyPI package name", max_length=100, pattern=NAME_PATTERN)
+            name = clean(package, what="PyPI package name", max_length=100, pattern=NAME_PATTERN, path=True)
         except InputError as exc:
             await reject(interaction, str(exc))
             return

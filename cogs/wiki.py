@@ -114,7 +114,7 @@ class Wiki(commands.Cog):
     async def wiki(self, interaction: discord.Interaction, query: str) -> None:
         """Summarise a Wikipedia page."""
         try:
-            cleaned = clean(query, what="search", max_length=255)
+            cleaned = clean(query, what="search", max_length=255, path=True)
         except InputError as exc:
             await reject(interaction, str(exc))
             return

@@ -6,6 +6,7 @@ import httpx
 import pytest
 import respx
 
+from cogs._validation import InputError
 from cogs.github import GitHub, GitHubSettings, fetch_repo
 from tests.cogs.conftest import FakeInteraction
 
@@ -97,8 +98,16 @@ async def test_github_repo_junk_rejected_without_http(interaction: FakeInteracti
 async def test_github_fetch_encodes_hostile_segments() -> None:
     with respx.mock(using="httpx") as mock:
         route = mock.get(url__startswith=BASE).respond(json=REPO)
-        await fetch_repo(GitHubSettings(api_url=BASE), "..", "a?b=c")
-    assert route.calls.last.request.url.raw_path == b"/repos/%2E%2E/a%3Fb%3Dc"
+        await fetch_repo(GitHubSettings(api_url=BASE), "a b", "a?b=c")
+    assert route.calls.last.request.url.raw_path == b"/repos/a%20b/a%3Fb%3Dc"
+
+
+async def test_github_fetch_refuses_a_dot_segment_before_any_request() -> None:
+    with respx.mock(using="httpx", assert_all_called=False) as mock:
+        route = mock.route()
+        with pytest.raises(InputError):
+            await fetch_repo(GitHubSettings(api_url=BASE), "..", "x")
+    assert not route.called
 
 
 async def test_github_user_not_found(interaction: FakeInteraction) -> None:

@@ -124,8 +124,8 @@ async def test_crate_junk_rejected_without_http(interaction: FakeInteraction, ju
 async def test_crate_fetch_encodes_hostile_name() -> None:
     with respx.mock(using="httpx") as mock:
         route = mock.get(url__startswith=CRATES).respond(json=CRATE)
-        await fetch_crate(CRATES, "../../admin")
-    assert route.calls.last.request.url.raw_path == b"/api/v1/crates/..%2F..%2Fadmin"
+        await fetch_crate(CRATES, "a/b?c#d")
+    assert route.calls.last.request.url.raw_path == b"/api/v1/crates/a%2Fb%3Fc%23d"
 
 
 async def test_npm_timeout(interaction: FakeInteraction) -> None:

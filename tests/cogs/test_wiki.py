@@ -79,8 +79,8 @@ async def test_wiki_hostile_title_stays_one_segment() -> None:
     interaction = FakeInteraction()
     with respx.mock(using="httpx") as mock:
         route = mock.get(url__startswith=BASE).respond(json=SUMMARY)
-        await c.wiki.callback(c, interaction, "../../admin?x=1")  # type: ignore[arg-type]
-    assert route.calls[0].request.url.raw_path == b"/api/rest_v1/page/summary/..%2F..%2Fadmin%3Fx%3D1"
+        await c.wiki.callback(c, interaction, "AC/DC?x=1#y")  # type: ignore[arg-type]
+    assert route.calls[0].request.url.raw_path == b"/api/rest_v1/page/summary/AC%2FDC%3Fx%3D1%23y"
 
 
 @pytest.mark.parametrize("junk", ["", "  ", "a\x1bb", "x" * 256])
