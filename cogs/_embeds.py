@@ -12,6 +12,7 @@ FIELD_COUNT_LIMIT = 25
 FOOTER_LIMIT = 2048
 AUTHOR_LIMIT = 256
 TOTAL_LIMIT = 6000
+CHOICE_NAME_LIMIT = 100
 ELLIPSIS = "…"
 
 
@@ -24,6 +25,11 @@ def truncate(text: str, limit: int) -> str:
     if space > limit // 2:
         cut = cut[:space]
     return cut.rstrip() + ELLIPSIS
+
+
+def cap(text: str, limit: int) -> str:
+    """An upstream string cut to the Discord limit of its place (TITLE_LIMIT, CHOICE_NAME_LIMIT, ...)."""
+    return truncate(text.strip(), limit)
 
 
 def _length(embed: discord.Embed) -> int:

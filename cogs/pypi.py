@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs._choices import autocomplete
 from cogs._embeds import make_embed
 from cogs._replies import answer, as_dict, on_cooldown, reject, text
 from cogs._validation import InputError, clean, env_url, join_url
@@ -116,13 +117,13 @@ class PyPI(commands.Cog):
         )
 
     @pypi.autocomplete("package")
+    @autocomplete
     async def pypi_autocomplete(
         self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
+    ) -> list[tuple[str, str]]:
         """Suggest recently looked-up packages; never calls the network."""
-        needle = current.lower()
-        names = [n for n in reversed(self.recent) if needle in n.lower()]
-        return [app_commands.Choice(name=n, value=n) for n in names[:25]]
+        needle = current.strip().lower()
+        return [(n, n) for n in reversed(self.recent) if needle in n.lower()]
 
     async def cog_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError

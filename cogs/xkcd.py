@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs._choices import autocomplete
 from cogs._embeds import make_embed
 from cogs._replies import answer, as_dict, number, on_cooldown, text
 from cogs._validation import env_url
@@ -18,6 +19,7 @@ from services.http_client import http_client
 
 DEFAULT_XKCD_URL = "https://xkcd.com"
 MISSING_COMIC = 404  # xkcd deliberately has no comic 404
+MAX_COMIC = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,16 @@ async def fetch_random_comic(base_url: str, rng: random.Random | None = None) ->
     return await fetch_comic(base_url, choices[0]) if choices else latest
 
 
+def parse_number(text: str) -> int | None:
+    """A comic number typed so far (ASCII digits within range), or None."""
+    digits = text.strip()
+    # str.isdigit() accepts "²" and int() refuses it; a long string would hit int's digit limit.
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > len(str(MAX_COMIC)):
+        return None
+    number = int(digits)
+    return number if 1 <= number <= MAX_COMIC else None
+
+
 def build_comic_embed(comic: Comic) -> discord.Embed:
     """Shape a Comic into an embed."""
     return make_embed(
@@ -76,10 +88,10 @@ class Xkcd(commands.Cog):
     @app_commands.describe(number="Comic number; leave empty for the latest, 0 for a random one")
     @app_commands.checks.cooldown(3, 30.0, key=lambda i: i.user.id)
     async def xkcd(
-        self, interaction: discord.Interaction, number: app_commands.Range[int, 0, 100_000] | None = None
+        self, interaction: discord.Interaction, number: app_commands.Range[int, 0, MAX_COMIC] | None = None
     ) -> None:
         """Show an xkcd comic: the latest, a given number, or 0 for a random one."""
-        if number is not None and not 0 <= number <= 100_000:
+        if number is not None and not 0 <= number <= MAX_COMIC:
             await interaction.response.send_message("Give a comic number from 1 up.", ephemeral=True)
             return
 
@@ -101,15 +113,18 @@ class Xkcd(commands.Cog):
         )
 
     @xkcd.autocomplete("number")
+    @autocomplete
     async def xkcd_autocomplete(
         self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[int]]:
-        """Offer random and the latest known comic; no network."""
-        choices = [app_commands.Choice(name="Random comic", value=0)]
+    ) -> list[tuple[str, int]]:
+        """Offer the typed number, random and the latest known comic; no network."""
+        choices = []
+        typed = parse_number(current)
+        if typed is not None:
+            choices.append((f"#{typed}", typed))
+        choices.append(("Random comic", 0))
         if self.latest_seen is not None:
-            choices.append(app_commands.Choice(name=f"Latest (#{self.latest_seen})", value=self.latest_seen))
-        if current.strip().isdigit():
-            choices.insert(0, app_commands.Choice(name=f"#{int(current)}", value=min(int(current), 100_000)))
+            choices.append((f"Latest (#{self.latest_seen})", self.latest_seen))
         return choices
 
     async def cog_app_command_error(
