@@ -1,6 +1,10 @@
-"""Embed building that always stays inside Discord's limits."""
+"""Embed building that always stays inside Discord's limits and sends only web links."""
 
 from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
 
 import discord
 
@@ -13,7 +17,13 @@ FOOTER_LIMIT = 2048
 AUTHOR_LIMIT = 256
 TOTAL_LIMIT = 6000
 CHOICE_NAME_LIMIT = 100
+URL_LIMIT = 2048
+LINK_LABEL_LIMIT = 64
 ELLIPSIS = "…"
+WEB_SCHEMES = frozenset({"http", "https"})
+_HOST_NAME = re.compile(r"[\w.-]+")
+# Characters that would end a Markdown link target early, or make Discord refuse it.
+_LINK_ESCAPES = str.maketrans({"(": "%28", ")": "%29", "<": "%3C", ">": "%3E"})
 
 
 def truncate(text: str, limit: int) -> str:
@@ -32,6 +42,36 @@ def cap(text: str, limit: int) -> str:
     return truncate(text.strip(), limit)
 
 
+def web_url(value: str | None) -> str | None:
+    """`value` when it is a well-formed absolute http(s) URL, else None (Discord refuses the rest)."""
+    if not value or len(value) > URL_LIMIT or any(ch.isspace() or not ch.isprintable() for ch in value):
+        return None
+    try:
+        parts = urlsplit(value)
+        host, _ = parts.hostname, parts.port  # .port raises ValueError for a malformed one
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in WEB_SCHEMES or not host or "\\" in value:
+        return None
+    if ":" in host:  # only an IPv6 literal in brackets has one
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+    elif not _HOST_NAME.fullmatch(host):
+        return None
+    return value
+
+
+def markdown_link(label: str, url: str | None) -> str | None:
+    """`[label](url)` for a field value, or None when `url` isn't a web link."""
+    safe = web_url(url)
+    if safe is None:
+        return None
+    text = cap(discord.utils.escape_markdown(" ".join(label.split())).replace("]", "\\]"), LINK_LABEL_LIMIT)
+    return f"[{text or safe}]({safe.translate(_LINK_ESCAPES)})"
+
+
 def _length(embed: discord.Embed) -> int:
     return len(embed)
 
@@ -45,21 +85,26 @@ def make_embed(
     footer: str | None = None,
     thumbnail: str | None = None,
     image: str | None = None,
+    author: str | None = None,
+    author_url: str | None = None,
+    author_icon: str | None = None,
     colour: int = 0x5865F2,
 ) -> discord.Embed:
-    """Build an embed, truncating each part and dropping fields that would pass the 6000 total."""
+    """Build an embed, truncating each part, dropping non-web URLs and fields past the 6000 total."""
     embed = discord.Embed(
         title=truncate(title, TITLE_LIMIT) or "Untitled",
         description=truncate(description, DESCRIPTION_LIMIT) or None,
-        url=url,
+        url=web_url(url),
         colour=colour,
     )
     if footer:
         embed.set_footer(text=truncate(footer, FOOTER_LIMIT))
-    if thumbnail:
+    if thumbnail := web_url(thumbnail):
         embed.set_thumbnail(url=thumbnail)
-    if image:
+    if image := web_url(image):
         embed.set_image(url=image)
+    if author := cap(author or "", AUTHOR_LIMIT):
+        embed.set_author(name=author, url=web_url(author_url), icon_url=web_url(author_icon))
     for raw_name, raw_value in (fields or [])[:FIELD_COUNT_LIMIT]:
         name = truncate(raw_name, FIELD_NAME_LIMIT) or "\u200b"
         value = truncate(raw_value, FIELD_VALUE_LIMIT) or "\u200b"

@@ -10,13 +10,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs._embeds import make_embed
+from cogs._embeds import make_embed, web_url
 from cogs._replies import answer, as_dict, number, on_cooldown, reject, text
-from cogs._validation import InputError, clean, env_url, join_url
+from cogs._validation import InputError, clean, env_url, join_url, page_url
 from services.errors import BadResponseError
 from services.http_client import http_client
 
 DEFAULT_CRATES_API_URL = "https://crates.io/api/v1"
+CRATES_WEB_URL = "https://crates.io/crates"
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 
@@ -55,12 +56,12 @@ def build_crate_embed(crate: Crate) -> discord.Embed:
     """Shape a Crate into an embed."""
     fields = [("Version", crate.version), ("Downloads", f"{crate.downloads:,}")]
     for label, link in (("Repository", crate.repository), ("Docs", crate.documentation)):
-        if link and link.startswith(("http://", "https://")):
+        if link := web_url(link):
             fields.append((label, link))
     return make_embed(
         title=f"{crate.name} {crate.version}",
         description=(crate.description or "").strip(),
-        url=f"https://crates.io/crates/{crate.name}",
+        url=page_url(CRATES_WEB_URL, crate.name),
         fields=fields,
         footer="crates.io",
     )

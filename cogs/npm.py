@@ -10,13 +10,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs._embeds import make_embed
+from cogs._embeds import make_embed, web_url
 from cogs._replies import answer, as_dict, on_cooldown, reject, text
-from cogs._validation import InputError, clean, env_url, segment
+from cogs._validation import InputError, clean, env_url, page_url, segment
 from services.errors import BadResponseError
 from services.http_client import http_client
 
 DEFAULT_NPM_REGISTRY_URL = "https://registry.npmjs.org"
+NPM_WEB_URL = "https://www.npmjs.com/package"
 # npm names: optional @scope/, URL-safe characters, no leading dot or underscore.
 NAME_PATTERN = re.compile(r"(?:@[a-z0-9-~][a-z0-9-._~]*/)?[a-z0-9-~][a-z0-9-._~]*", re.IGNORECASE)
 
@@ -63,12 +64,13 @@ def build_npm_embed(package: NpmPackage) -> discord.Embed:
     fields = [("Version", package.version)]
     if package.license:
         fields.append(("License", package.license))
-    if package.homepage and package.homepage.startswith(("http://", "https://")):
-        fields.append(("Homepage", package.homepage))
+    if homepage := web_url(package.homepage):
+        fields.append(("Homepage", homepage))
     return make_embed(
         title=f"{package.name} {package.version}",
         description=package.description or "",
-        url=f"https://www.npmjs.com/package/{package.name}",
+        # A scoped name is two segments on the website: /package/@scope/name.
+        url=page_url(NPM_WEB_URL, *package.name.split("/", 1)),
         fields=fields,
         footer="npm",
     )

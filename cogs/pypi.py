@@ -11,14 +11,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs._choices import autocomplete
-from cogs._embeds import make_embed
+from cogs._choices import CHOICE_VALUE_LIMIT, autocomplete
+from cogs._embeds import make_embed, markdown_link, web_url
 from cogs._replies import answer, as_dict, on_cooldown, reject, text
-from cogs._validation import InputError, clean, env_url, join_url
+from cogs._validation import InputError, clean, env_url, join_url, page_url
 from services.errors import BadResponseError
 from services.http_client import http_client
 
 DEFAULT_PYPI_URL = "https://pypi.org"
+PYPI_WEB_URL = "https://pypi.org"
+MAX_LINKS = 8
 # PEP 508 project names.
 NAME_PATTERN = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE)
 RECENT_LIMIT = 100
@@ -32,7 +34,7 @@ class Package:
     version: str
     summary: str | None
     requires_python: str | None
-    url: str
+    url: str | None
     released: str | None
     links: tuple[tuple[str, str], ...]
 
@@ -52,14 +54,14 @@ async def fetch_package(base_url: str, name: str) -> Package:
     links = tuple(
         (str(k), v)
         for k, v in (project_urls.items() if isinstance(project_urls, dict) else [])
-        if isinstance(v, str) and v.startswith(("http://", "https://"))
+        if isinstance(v, str) and web_url(v)
     )
     return Package(
         name=str(info["name"]),
         version=version,
         summary=text(info, "summary"),
         requires_python=text(info, "requires_python"),
-        url=text(info, "package_url") or f"https://pypi.org/project/{info['name']}/",
+        url=web_url(text(info, "package_url")) or page_url(PYPI_WEB_URL, "project", str(info["name"])),
         released=released,
         links=links,
     )
@@ -72,8 +74,9 @@ def build_package_embed(package: Package) -> discord.Embed:
         fields.append(("Requires Python", package.requires_python))
     if package.released:
         fields.append(("Released", package.released[:10]))
-    if package.links:
-        fields.append(("Links", "\n".join(f"[{k}]({v})" for k, v in package.links[:8])))
+    links = [link for k, v in package.links[:MAX_LINKS] if (link := markdown_link(k, v))]
+    if links:
+        fields.append(("Links", "\n".join(links)))
     return make_embed(
         title=f"{package.name} {package.version}",
         description=package.summary or "",
@@ -102,10 +105,7 @@ class PyPI(commands.Cog):
             return
 
         def remember(found: Package) -> discord.Embed:
-            self.recent.pop(found.name, None)
-            self.recent[found.name] = None
-            while len(self.recent) > RECENT_LIMIT:
-                self.recent.pop(next(iter(self.recent)))
+            self.remember(found.name)
             return build_package_embed(found)
 
         await answer(
@@ -115,6 +115,15 @@ class PyPI(commands.Cog):
             fetch=lambda: fetch_package(self.base_url, name),
             build=remember,
         )
+
+    def remember(self, name: str) -> None:
+        """Keep `name` for autocomplete when it is a name Discord and PyPI both accept."""
+        if len(name) > CHOICE_VALUE_LIMIT or not NAME_PATTERN.fullmatch(name):
+            return  # an upstream's odd name must not break every later suggestion
+        self.recent.pop(name, None)
+        self.recent[name] = None
+        while len(self.recent) > RECENT_LIMIT:
+            self.recent.pop(next(iter(self.recent)))
 
     @pypi.autocomplete("package")
     @autocomplete

@@ -10,9 +10,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs._embeds import make_embed
+from cogs._embeds import make_embed, web_url
 from cogs._replies import answer, as_dict, on_cooldown, reject, text
-from cogs._validation import InputError, clean, env_url, join_url
+from cogs._validation import InputError, clean, env_url, join_url, page_url
 from services.config import SettingsError, env_str
 from services.errors import BadResponseError, NotFoundError
 from services.http_client import http_client
@@ -46,7 +46,7 @@ class Summary:
 
     title: str
     extract: str
-    url: str
+    url: str | None
     thumbnail: str | None
 
 
@@ -64,7 +64,7 @@ async def fetch_summary(settings: WikiSettings, title: str) -> Summary:
     return Summary(
         title=found,
         extract=text(data, "extract") or "",
-        url=page or join_url(settings.base_url, "wiki", found.replace(" ", "_")),
+        url=web_url(page) or page_url(settings.base_url, "wiki", found.replace(" ", "_")),
         thumbnail=text(thumb, "source") if isinstance(thumb, dict) else None,
     )
 

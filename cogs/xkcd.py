@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._choices import autocomplete
-from cogs._embeds import make_embed
+from cogs._embeds import make_embed, web_url
 from cogs._replies import answer, as_dict, number, on_cooldown, text
 from cogs._validation import env_url
 from services.errors import BadResponseError
@@ -44,7 +44,7 @@ async def fetch_comic(base_url: str, num: int | None = None) -> Comic:
         num=found,
         title=text(data, "safe_title") or text(data, "title") or f"xkcd {found}",
         alt=text(data, "alt") or "",
-        image=image if image and image.startswith("https://") else None,
+        image=web_url(image),
     )
 
 

@@ -125,3 +125,20 @@ async def test_github_user_junk_rejected_without_http(interaction: FakeInteracti
         route = mock.route()
         await c.user.callback(c, interaction, junk)  # type: ignore[arg-type]
     assert not route.called and [s.kind for s in interaction.sent] == ["response"]
+
+
+async def test_github_hostile_links_are_dropped_and_the_answer_still_sent(
+    interaction: FakeInteraction,
+) -> None:
+    c = cog()
+    hostile = {
+        **REPO,
+        "html_url": "javascript:alert(1)",
+        "owner": {"avatar_url": "data:image/png;base64,AAAA"},
+    }
+    with respx.mock(using="httpx") as mock:
+        mock.get(f"{BASE}/repos/python/cpython").respond(json=hostile)
+        await c.repo.callback(c, interaction, "python/cpython")  # type: ignore[arg-type]
+    embed = interaction.reply.embed
+    assert embed is not None and not interaction.reply.ephemeral
+    assert embed.title == "python/cpython" and embed.url is None and embed.thumbnail.url is None

@@ -97,3 +97,28 @@ async def test_pypi_autocomplete_offers_recent_names(interaction: FakeInteractio
         await cog.pypi.callback(cog, interaction, "requests")  # type: ignore[arg-type]
     choices = await cog.pypi_autocomplete(interaction, "req")  # type: ignore[arg-type]
     assert [c.value for c in choices] == ["requests"]
+
+
+@pytest.mark.parametrize("name", ["x" * 5000, "two words", "-dash", "ok" * 51])
+async def test_pypi_recent_names_keep_only_names_a_choice_can_hold(
+    interaction: FakeInteraction, name: str
+) -> None:
+    cog = PyPI(BASE)
+    payload = {**PAYLOAD, "info": {**PAYLOAD["info"], "name": name}}  # type: ignore[dict-item]
+    with respx.mock(using="httpx") as mock:
+        mock.get(f"{BASE}/pypi/requests/json").respond(json=payload)
+        await cog.pypi.callback(cog, interaction, "requests")  # type: ignore[arg-type]
+    assert interaction.reply.embed is not None and len(interaction.reply.embed.title or "") <= 256
+    assert cog.recent == {}
+    assert await cog.pypi_autocomplete(interaction, "") == []  # type: ignore[arg-type]
+
+
+async def test_pypi_hostile_package_url_falls_back_to_the_project_page(interaction: FakeInteraction) -> None:
+    payload = {**PAYLOAD, "info": {**PAYLOAD["info"], "package_url": "javascript:alert(1)"}}  # type: ignore[dict-item]
+    with respx.mock(using="httpx") as mock:
+        mock.get(f"{BASE}/pypi/requests/json").respond(json=payload)
+        await run(interaction, "requests")
+    assert (
+        interaction.reply.embed is not None
+        and interaction.reply.embed.url == "https://pypi.org/project/requests"
+    )
