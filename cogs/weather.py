@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -70,8 +71,15 @@ class Weather:
 
 
 def _float(data: Mapping[str, object], key: str) -> float | None:
+    """A finite number field, or None (JSON parsing accepts NaN and Infinity, and `int(inf)` raises)."""
     value = data.get(key)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond a float's range
+        return None
+    return number if math.isfinite(number) else None
 
 
 async def fetch_place(settings: WeatherSettings, query: str) -> Place:

@@ -37,8 +37,8 @@ async def fetch_comic(base_url: str, num: int | None = None) -> Comic:
     url = f"{base_url}/info.0.json" if num is None else f"{base_url}/{int(num)}/info.0.json"
     data = as_dict(await http_client.get_json(url), "xkcd")
     found = number(data, "num")
-    if found is None:
-        raise BadResponseError("xkcd answer has no num")
+    if found is None or found < 1:
+        raise BadResponseError(f"xkcd answer has no positive num: {data.get('num')!r:.40}")
     image = text(data, "img")
     return Comic(
         num=found,
@@ -65,6 +65,15 @@ def parse_number(text: str) -> int | None:
         return None
     number = int(digits)
     return number if 1 <= number <= MAX_COMIC else None
+
+
+def not_found_message(number: int | None) -> str:
+    """What the user reads when xkcd answers 404 for the comic asked (or for the latest)."""
+    if number is None:
+        return "xkcd can't find its latest comic right now; please try again later."
+    if number == 0:
+        return "xkcd couldn't find a comic to pick at random; please try again later."
+    return f"There is no xkcd number {number}."
 
 
 def build_comic_embed(comic: Comic) -> discord.Embed:
@@ -107,7 +116,7 @@ class Xkcd(commands.Cog):
         await answer(
             interaction,
             service="xkcd",
-            not_found=f"There is no xkcd number {number}.",
+            not_found=not_found_message(number),
             fetch=fetch,
             build=build_comic_embed,
         )

@@ -80,3 +80,25 @@ async def test_weather_junk_rejected_without_http(interaction: FakeInteraction, 
         route = mock.route()
         await c.weather.callback(c, interaction, junk)  # type: ignore[arg-type]
     assert not route.called
+
+
+@pytest.mark.parametrize(
+    "body", ['{"current": {"temperature_2m": NaN}}', '{"current": {"temperature_2m": 1e999}}']
+)
+async def test_weather_non_finite_temperature_is_not_shown(interaction: FakeInteraction, body: str) -> None:
+    with respx.mock(using="httpx") as mock:
+        mock.get(GEO).respond(json=PLACE)
+        mock.get(FORECAST).respond(content=body, headers={"content-type": "application/json"})
+        await cog().weather.callback(cog(), interaction, "Berlin")  # type: ignore[arg-type]
+    assert interaction.reply.content == "Open-Meteo sent an answer we could not understand."
+
+
+async def test_weather_odd_code_and_humidity_are_left_out(interaction: FakeInteraction) -> None:
+    body = '{"current": {"temperature_2m": 20, "relative_humidity_2m": NaN, "weather_code": Infinity}}'
+    with respx.mock(using="httpx") as mock:
+        mock.get(GEO).respond(json=PLACE)
+        mock.get(FORECAST).respond(content=body, headers={"content-type": "application/json"})
+        await cog().weather.callback(cog(), interaction, "Berlin")  # type: ignore[arg-type]
+    embed = interaction.reply.embed
+    assert embed is not None and [f.name for f in embed.fields] == ["Temperature"]
+    assert "nan" not in str(embed.to_dict()).lower()

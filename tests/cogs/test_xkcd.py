@@ -80,3 +80,43 @@ async def test_xkcd_timeout(interaction: FakeInteraction) -> None:
         mock.get(f"{BASE}/1/info.0.json").mock(side_effect=httpx.ReadTimeout("slow"))
         await cog.xkcd.callback(cog, interaction, 1)  # type: ignore[arg-type]
     assert "xkcd took too long" in (interaction.reply.content or "") and interaction.reply.ephemeral
+
+
+@pytest.mark.parametrize("latest", [0, -5, "3000", None, 2.5, True])
+async def test_xkcd_random_with_a_bad_latest_number_is_a_sentence(
+    interaction: FakeInteraction, latest: object
+) -> None:
+    cog = Xkcd(BASE)
+    with respx.mock(using="httpx") as mock:
+        mock.get(f"{BASE}/info.0.json").respond(json={**comic(1), "num": latest})
+        await cog.xkcd.callback(cog, interaction, 0)  # type: ignore[arg-type]
+    assert interaction.reply.content == "xkcd sent an answer we could not understand."
+    assert interaction.reply.ephemeral
+
+
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    [
+        (None, "xkcd can't find its latest comic right now; please try again later."),
+        (0, "xkcd couldn't find a comic to pick at random; please try again later."),
+    ],
+)
+async def test_xkcd_latest_not_found_says_so_without_none(
+    interaction: FakeInteraction, number: int | None, expected: str
+) -> None:
+    cog = Xkcd(BASE)
+    with respx.mock(using="httpx") as mock:
+        mock.get(f"{BASE}/info.0.json").respond(404)
+        await cog.xkcd.callback(cog, interaction, number)  # type: ignore[arg-type]
+    assert interaction.reply.ephemeral and interaction.reply.content == expected
+
+
+async def test_xkcd_random_pick_not_found_is_a_sentence(interaction: FakeInteraction) -> None:
+    cog = Xkcd(BASE)
+    with respx.mock(using="httpx") as mock:
+        mock.get(f"{BASE}/info.0.json").respond(json=comic(3000))
+        mock.get(url__regex=rf"{BASE}/\d+/info.0.json").respond(404)
+        await cog.xkcd.callback(cog, interaction, 0)  # type: ignore[arg-type]
+    assert (
+        interaction.reply.content == "xkcd couldn't find a comic to pick at random; please try again later."
+    )
