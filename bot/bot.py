@@ -196,6 +196,15 @@ class Courier(commands.AutoShardedBot):
             # Commands belong to the application, not a shard: one sync serves every process.
             logger.info("not syncing application commands: the process running shard 0 does")
             return
+        if mode == "auto" and self.failed_extensions:
+            # A sync now would delete the failed cogs' commands from every server until the next fix.
+            logger.warning(
+                "not syncing application commands: {} extension(s) failed to load ({}); Discord keeps the "
+                "commands it has. Fix the error above, or set COMMAND_SYNC=always to sync without them",
+                len(self.failed_extensions),
+                ", ".join(sorted(self.failed_extensions)),
+            )
+            return
         guild = discord.Object(self.settings.guild_id) if self.settings.guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)

@@ -110,6 +110,23 @@ async def test_sync_to_dev_guild_copies_global_commands(
     assert bot.tree.get_command("pypi", guild=discord.Object(1234)) is not None
 
 
+@pytest.mark.parametrize(("mode", "synced"), [("auto", False), ("always", True)])
+async def test_auto_sync_is_skipped_when_a_cog_failed_to_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog_loguru: list[str], mode: Any, synced: bool
+) -> None:
+    monkeypatch.setenv("GITHUB_API_URL", "ftp://typo.example")
+    bot = make_bot(tmp_path, command_sync=mode)
+    await bot.load_cogs()
+    rec = recorder(bot, monkeypatch)
+    await bot.sync_commands()
+    assert bool(rec.calls) is synced
+    skipped = [line for line in caplog_loguru if line.startswith("not syncing")]
+    if synced:
+        assert not skipped
+    else:
+        assert len(skipped) == 1 and "cogs.github" in skipped[0] and "COMMAND_SYNC=always" in skipped[0]
+
+
 @pytest.mark.parametrize(("mode", "expected"), [("always", 2), ("never", 0)])
 async def test_sync_mode_overrides_the_change_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: Any, expected: int
