@@ -12,10 +12,12 @@ from typing import Literal
 from services.config import (
     HTTPSettings,
     SettingsError,
+    collect_settings_errors,
     env_float,
     env_int,
     env_optional_str,
     env_str,
+    invalid,
 )
 
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
@@ -46,14 +48,20 @@ def _snowflake(key: str, value: str) -> int:
 def env_snowflake(env: Mapping[str, str], key: str) -> int | None:
     """Read an optional Discord ID."""
     value = env_optional_str(env, key)
-    return None if value is None else _snowflake(key, value)
+    try:
+        return None if value is None else _snowflake(key, value)
+    except SettingsError as exc:
+        return invalid(exc, None)
 
 
 def env_snowflakes(env: Mapping[str, str], key: str) -> frozenset[int]:
     """Read a comma- or space-separated list of Discord IDs."""
     value = env_optional_str(env, key) or ""
     parts = [part for part in value.replace(",", " ").split() if part]
-    return frozenset(_snowflake(key, part) for part in parts)
+    try:
+        return frozenset(_snowflake(key, part) for part in parts)
+    except SettingsError as exc:
+        return invalid(exc, frozenset())
 
 
 def env_choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
@@ -62,22 +70,20 @@ def env_choice(env: Mapping[str, str], key: str, default: str, choices: tuple[st
     for choice in choices:
         if value.lower() == choice.lower():
             return choice
-    raise SettingsError(key, value, "one of " + ", ".join(choices))
+    return invalid(SettingsError(key, value, "one of " + ", ".join(choices)), default)
 
 
 def read_token(env: Mapping[str, str]) -> str:
     """Read DISCORD_TOKEN, refusing absent or obviously malformed values without echoing them."""
     token = env_optional_str(env, "DISCORD_TOKEN")
     if token is None:
-        raise MissingSettingError(
-            "DISCORD_TOKEN", "copy .env.example to .env and put your bot token there (see README)"
-        )
+        hint = "copy .env.example to .env and put your bot token there (see README)"
+        return invalid(MissingSettingError("DISCORD_TOKEN", hint), "")
     if token.lower().startswith("bot "):
         token = token[4:].strip()
     if any(c.isspace() or not c.isprintable() for c in token) or token.count(".") != 2:
-        raise SettingsError(
-            "DISCORD_TOKEN", token, "a bot token (three dot-separated parts, no spaces)", secret=True
-        )
+        expected = "a bot token (three dot-separated parts, no spaces)"
+        return invalid(SettingsError("DISCORD_TOKEN", token, expected, secret=True), "")
     return token
 
 
@@ -151,8 +157,12 @@ class BotSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
-        """Build settings from `env` (the process environment by default), validating every key."""
-        env = os.environ if env is None else env
+        """Build settings from `env` (the process environment by default); one error names every bad key."""
+        with collect_settings_errors():
+            return cls._read_env(os.environ if env is None else env)
+
+    @classmethod
+    def _read_env(cls, env: Mapping[str, str]) -> BotSettings:
         state_dir = env_optional_str(env, "COURIER_STATE_DIR")
         health_file = env_optional_str(env, "COURIER_HEALTH_FILE")
         shard_count, shard_ids = read_shards(env)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TypeVar
@@ -37,13 +39,69 @@ class SettingsError(ValueError):
         self.key = key
         self.expected = expected
 
+    @property
+    def errors(self) -> tuple[SettingsError, ...]:
+        """Each bad setting this error reports."""
+        return (self,)
+
+
+class InvalidSettingsError(SettingsError):
+    """Several settings are invalid; the message lists every one of them."""
+
+    def __init__(self, errors: Sequence[SettingsError]) -> None:
+        ValueError.__init__(self, f"{len(errors)} settings are invalid: " + "; ".join(map(str, errors)))
+        self.key = ", ".join(error.key for error in errors)
+        self.expected = "valid values"
+        self._errors = tuple(errors)
+
+    @property
+    def errors(self) -> tuple[SettingsError, ...]:
+        """Each bad setting this error reports."""
+        return self._errors
+
+
+_collected: ContextVar[list[SettingsError] | None] = ContextVar("courier_settings_errors", default=None)
+
+
+def invalid(error: SettingsError, fallback: T) -> T:
+    """Raise `error`; inside `collect_settings_errors()`, note it and go on reading with `fallback`."""
+    errors = _collected.get()
+    if errors is None:
+        raise error
+    errors.append(error)
+    return fallback
+
+
+@contextlib.contextmanager
+def collect_settings_errors() -> Iterator[None]:
+    """Read settings in this block, then raise one SettingsError naming every bad key (outermost block)."""
+    if _collected.get() is not None:
+        yield  # nested: the outermost block reports
+        return
+    errors: list[SettingsError] = []
+    token = _collected.set(errors)
+    try:
+        yield
+    except SettingsError as exc:  # a check across keys, after every key was read
+        errors.extend(exc.errors)
+    finally:
+        _collected.reset(token)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise InvalidSettingsError(errors)
+
 
 def _read(env: Mapping[str, str], key: str) -> str | None:
-    """Return the stripped value of `key`, or None when it is unset or blank."""
+    """Return the stripped value of `key` without matching surrounding quotes, or None when blank."""
     raw = env.get(key)
-    if raw is None or not raw.strip():
+    if raw is None:
         return None
-    return raw.strip()
+    value = raw.strip()
+    # `docker run --env-file` passes KEY="x" on with its quotes; in a .env file they mean x.
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        value = value[1:-1].strip()
+    return value or None
 
 
 def env_str(env: Mapping[str, str], key: str, default: str) -> str:
@@ -56,7 +114,7 @@ def env_choice(env: Mapping[str, str], key: str, default: str, choices: tuple[st
     """Read a setting that must be one of `choices` (case-insensitive)."""
     value = env_str(env, key, default).lower()
     if value not in choices:
-        raise SettingsError(key, value, "one of " + ", ".join(choices))
+        return invalid(SettingsError(key, value, "one of " + ", ".join(choices)), default)
     return value
 
 
@@ -75,7 +133,7 @@ def env_bool(env: Mapping[str, str], key: str, default: bool) -> bool:
         return True
     if word in FALSE_WORDS:
         return False
-    raise SettingsError(key, value, "true or false")
+    return invalid(SettingsError(key, value, "true or false"), default)
 
 
 def _env_number(
@@ -93,14 +151,14 @@ def _env_number(
     try:
         number = convert(value)
     except ValueError:
-        raise SettingsError(key, value, kind) from None
+        return invalid(SettingsError(key, value, kind), default)
     as_float = float(number)  # type: ignore[arg-type]
     if not math.isfinite(as_float):
-        raise SettingsError(key, value, f"a finite {kind}")
+        return invalid(SettingsError(key, value, f"a finite {kind}"), default)
     if minimum is not None and as_float < minimum:
-        raise SettingsError(key, value, f"a {kind} of at least {minimum:g}")
+        return invalid(SettingsError(key, value, f"a {kind} of at least {minimum:g}"), default)
     if maximum is not None and as_float > maximum:
-        raise SettingsError(key, value, f"a {kind} of at most {maximum:g}")
+        return invalid(SettingsError(key, value, f"a {kind} of at most {maximum:g}"), default)
     return number
 
 
@@ -151,7 +209,13 @@ def env_host_limits(env: Mapping[str, str], key: str, default: str) -> tuple[Hos
 
     Entries are separated by commas; UNIT is s, m or h. Example: `crates.io=1/s,api.github.com=*4`.
     """
-    text = env_str(env, key, default)
+    try:
+        return _host_limits(key, env_str(env, key, default))
+    except SettingsError as exc:
+        return invalid(exc, _host_limits(key, default))
+
+
+def _host_limits(key: str, text: str) -> tuple[HostLimit, ...]:
     limits: dict[str, HostLimit] = {}
     expected = "comma-separated host=COUNT/UNIT[*CONCURRENCY] entries (UNIT s, m or h)"
     for entry in filter(None, (part.strip() for part in text.split(","))):
@@ -256,8 +320,12 @@ class HTTPSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HTTPSettings:
-        """Build settings from `env` (the process environment by default), validating every key."""
-        env = os.environ if env is None else env
+        """Build settings from `env` (the process environment by default); one error names every bad key."""
+        with collect_settings_errors():
+            return cls._read_env(os.environ if env is None else env)
+
+    @classmethod
+    def _read_env(cls, env: Mapping[str, str]) -> HTTPSettings:
         d = cls()
         max_connections = env_int(env, "HTTP_MAX_CONNECTIONS", d.max_connections, minimum=1)
         return cls(

@@ -108,3 +108,60 @@ def test_from_env_metrics_port_off_by_default_and_validated() -> None:
     for bad in ("0", "70000", "http"):
         with pytest.raises(SettingsError, match="METRICS_PORT"):
             settings(METRICS_PORT=bad)
+
+
+@pytest.mark.parametrize("quoted", [f'"{TOKEN}"', f"'{TOKEN}'", f' "{TOKEN}" ', f'"Bot {TOKEN}"'])
+def test_token_in_matching_quotes_is_read_without_them(quoted: str) -> None:
+    assert BotSettings.from_env({"DISCORD_TOKEN": quoted}).token == TOKEN
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "attribute", "expected"),
+    [
+        ("DISCORD_GUILD_ID", '"1234"', "guild_id", 1234),
+        ("BOT_OWNER_IDS", "'11, 22'", "owner_ids", frozenset({11, 22})),
+        ("LOG_LEVEL", '"debug"', "log_level", "DEBUG"),
+        ("COMMAND_SYNC", "'never'", "command_sync", "never"),
+        ("SHUTDOWN_GRACE", '"2.5"', "shutdown_grace", 2.5),
+        ("COURIER_HEALTH_FILE", '"/tmp/health"', "health_file", Path("/tmp/health")),
+        ("DISCORD_GUILD_ID", '""', "guild_id", None),
+    ],
+)
+def test_quoted_values_mean_what_they_quote(key: str, value: str, attribute: str, expected: object) -> None:
+    assert getattr(settings(**{key: value}), attribute) == expected
+
+
+def test_every_bad_key_is_reported_in_one_error() -> None:
+    with pytest.raises(SettingsError) as info:
+        BotSettings.from_env(
+            {
+                "DISCORD_TOKEN": "not a token",
+                "DISCORD_GUILD_ID": "my-server",
+                "LOG_LEVEL": "LOUD",
+                "HTTP_READ_TIMEOUT": "forever",
+                "HTTP_HTTP2": "maybe",
+            }
+        )
+    message = str(info.value)
+    assert message.startswith("5 settings are invalid: ")
+    for key in (
+        "DISCORD_TOKEN=<hidden>",
+        "DISCORD_GUILD_ID=",
+        "LOG_LEVEL=",
+        "HTTP_READ_TIMEOUT=",
+        "HTTP_HTTP2=",
+    ):
+        assert key in message
+    assert "not a token" not in message and len(info.value.errors) == 5
+
+
+def test_main_prints_every_bad_key_on_one_line_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
+    monkeypatch.setenv("LOG_LEVEL", "LOUD")
+    monkeypatch.setenv("HTTP_MAX_CONNECTIONS", "zero")
+    assert main() == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "LOG_LEVEL='LOUD'" in err and "HTTP_MAX_CONNECTIONS='zero'" in err

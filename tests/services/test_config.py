@@ -160,3 +160,54 @@ def test_http_settings_transport_choice_and_per_host_cap():
         SettingsError, match="HTTP_TRANSPORT='h3' is invalid: expected one of auto, fast, httpcore"
     ):
         HTTPSettings.from_env({"HTTP_TRANSPORT": "h3"})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"45"', 45.0),
+        ("'45'", 45.0),
+        (' " 45 " ', 45.0),
+        ('""', 30.0),
+        ("''", 30.0),
+        ('"', None),
+        ("'45\"", None),
+    ],
+)
+def test_http_settings_strip_matching_quotes(value, expected):
+    env = {"HTTP_READ_TIMEOUT": value}
+    if expected is None:
+        with pytest.raises(SettingsError, match="HTTP_READ_TIMEOUT"):
+            HTTPSettings.from_env(env)
+    else:
+        assert HTTPSettings.from_env(env).read_timeout == expected
+
+
+def test_http_settings_quoted_strings_and_booleans():
+    s = HTTPSettings.from_env(
+        {"HTTP_HTTP2": "'true'", "HTTP_USER_AGENT": '"Bot/1.0 (+x)"', "HTTP_TRANSPORT": '"fast"'}
+    )
+    assert s.http2 and s.user_agent == "Bot/1.0 (+x)" and s.transport == "fast"
+
+
+def test_http_settings_report_every_bad_key_in_one_error():
+    env = {
+        "HTTP_RETRIES": "lots",
+        "HTTP_HTTP2": "maybe",
+        "HTTP_TRANSPORT": "warp",
+        "HTTP_HOST_LIMITS": "crates.io=fast",
+        "HTTP_MAX_CONNECTIONS": "5",
+        "HTTP_MAX_KEEPALIVE_CONNECTIONS": "9",  # checked across keys, after the rest
+    }
+    with pytest.raises(SettingsError) as info:
+        HTTPSettings.from_env(env)
+    keys = [error.key for error in info.value.errors]
+    assert set(keys) == {"HTTP_HTTP2", "HTTP_RETRIES", "HTTP_HOST_LIMITS", "HTTP_TRANSPORT"} | {keys[-1]}
+    assert keys[-1] == "HTTP_MAX_KEEPALIVE_CONNECTIONS"
+    assert str(info.value).startswith("5 settings are invalid: ")
+
+
+def test_http_settings_one_bad_key_keeps_its_own_message():
+    with pytest.raises(SettingsError) as info:
+        HTTPSettings.from_env({"HTTP_RETRIES": "lots"})
+    assert str(info.value) == "HTTP_RETRIES='lots' is invalid: expected whole number"
