@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import errno
 import signal
 import sys
+from collections.abc import Sequence
+from typing import NoReturn
 
 import aiohttp
 import discord
-from dotenv import find_dotenv, load_dotenv
 from loguru import logger
 
 from bot.bot import Courier
-from bot.config import BotSettings
+from bot.config import BotSettings, load_env_file
 from bot.logging import setup_logging
 from bot.metrics_server import MetricsServer
 from services.config import SettingsError
@@ -28,6 +30,46 @@ SHARD_REFUSALS = {
     4010: "Discord refused the shard this process identified with: check SHARD_IDS and SHARD_COUNT",
     4011: "Discord requires more shards for this bot: raise SHARD_COUNT, or unset it and SHARD_IDS",
 }
+PROG = "python -m bot"
+DESCRIPTION = "Courier: a Discord bot whose slash commands share one resilient HTTP client."
+EPILOG = """\
+commands:
+  uv run python -m bot          run the bot; Ctrl-C or SIGTERM stops it cleanly
+  uv run python -m bot.health   exit 0 while the running bot is connected (the container health check)
+  uv run pytest                 run the tests
+  bash .ci/run                  the full check: format, lint, types, Dockerfile lint, tests
+
+settings:
+  Read from the environment and from .env in the working directory or a parent; real environment
+  variables win. .env.example lists and explains every one; only DISCORD_TOKEN is required.
+
+exit codes:
+  0  clean shutdown (SIGINT/SIGTERM), or --help
+  2  a missing or invalid setting (every bad key is named), a token Discord rejects, shard settings
+     Discord refuses, or a bad argument
+  3  Discord can't be reached
+"""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, pointing at --help when it refuses an argument."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print what was wrong and how to get help, then exit 2."""
+        self.exit(
+            EXIT_CONFIG, f"{self.prog}: {message}\nRun `{self.prog} --help` for the commands and settings.\n"
+        )
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line: only --help; settings come from the environment and .env."""
+    parser = ArgumentParser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser.parse_args(argv)
 
 
 class Stop(Exception):
@@ -103,10 +145,13 @@ async def _run_bot(bot: Courier, settings: BotSettings, stop: asyncio.Event) -> 
     return EXIT_OK
 
 
-def main() -> int:
+def main(argv: Sequence[str] = ()) -> int:
     """Start Courier; returns the process exit status."""
-    # .env from the working directory (or a parent); real environment variables win over it.
-    load_dotenv(find_dotenv(usecwd=True), override=False)
+    try:
+        parse_args(argv)
+    except SystemExit as exc:  # --help, or an argument argparse refused
+        return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+    load_env_file()
     try:
         settings = BotSettings.from_env()
     except SettingsError as exc:
@@ -124,4 +169,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from dotenv import find_dotenv, load_dotenv
+
 from services.config import (
     HTTPSettings,
     SettingsError,
@@ -37,6 +39,11 @@ class MissingSettingError(SettingsError):
         ValueError.__init__(self, f"{key} is not set: {hint}")
         self.key = key
         self.expected = "a value"
+
+
+def load_env_file() -> None:
+    """Load .env from the working directory or a parent; real environment variables win over it."""
+    load_dotenv(find_dotenv(usecwd=True), override=False)
 
 
 def _snowflake(key: str, value: str) -> int:

@@ -12,6 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from bot.config import load_env_file
+from services.config import env_optional_str, env_str
+
 # The bot rewrites the file this often while connected (bot.bot imports it from here).
 HEALTH_INTERVAL = 20.0
 STALE_AFTER = HEALTH_INTERVAL * 3
@@ -50,14 +53,18 @@ def probe(host: str, port: int, timeout: float = 3.0) -> tuple[bool, str]:
 
 
 def main() -> int:
-    """Probe METRICS_HOST:METRICS_PORT/healthz when METRICS_PORT is set, else the COURIER_HEALTH_FILE."""
-    port = os.environ.get("METRICS_PORT", "").strip()
+    """Probe METRICS_HOST:METRICS_PORT/healthz when METRICS_PORT is set, else the COURIER_HEALTH_FILE.
+
+    Both come from the environment or .env, read as the bot reads them.
+    """
+    load_env_file()
+    port = env_optional_str(os.environ, "METRICS_PORT") or ""
     if port.isdecimal():
-        healthy, reason = probe(os.environ.get("METRICS_HOST", "127.0.0.1").strip(), int(port))
+        healthy, reason = probe(env_str(os.environ, "METRICS_HOST", "127.0.0.1"), int(port))
         print(reason, file=sys.stdout if healthy else sys.stderr)
         return 0 if healthy else 1
-    name = os.environ.get("COURIER_HEALTH_FILE", "").strip()
-    if not name:
+    name = env_optional_str(os.environ, "COURIER_HEALTH_FILE")
+    if name is None:
         print("COURIER_HEALTH_FILE is not set", file=sys.stderr)
         return 1
     healthy, reason = check(Path(name))

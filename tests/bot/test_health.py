@@ -43,6 +43,7 @@ def test_stale_file_fails_the_check(tmp_path: Path) -> None:
 
 def test_main_exit_status_follows_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "health"
+    monkeypatch.chdir(tmp_path)  # no .env here
     monkeypatch.setenv("COURIER_HEALTH_FILE", str(path))
     assert main() == 1
     write_health(path, connected=True)
@@ -76,3 +77,25 @@ def test_health_probe_without_an_answer_is_unhealthy() -> None:
         port = sock.getsockname()[1]
     healthy, reason = probe("127.0.0.1", port, timeout=1.0)
     assert not healthy and reason.startswith(f"no answer from http://127.0.0.1:{port}/healthz")
+
+
+def test_main_reads_the_setting_from_dotenv_like_the_bot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    health = tmp_path / "health"
+    write_health(health, connected=True)
+    (tmp_path / ".env").write_text(f'COURIER_HEALTH_FILE="{health}"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("METRICS_PORT", raising=False)
+    monkeypatch.setenv("COURIER_HEALTH_FILE", "")  # recorded, so the value .env loads is removed afterwards
+    monkeypatch.delenv("COURIER_HEALTH_FILE")
+    assert main() == 0
+
+
+def test_main_strips_quotes_docker_env_file_keeps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    health = tmp_path / "health"
+    write_health(health, connected=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("METRICS_PORT", raising=False)
+    monkeypatch.setenv("COURIER_HEALTH_FILE", f'"{health}"')
+    assert main() == 0
