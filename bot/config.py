@@ -119,11 +119,14 @@ def read_shards(env: Mapping[str, str]) -> tuple[int | None, tuple[int, ...] | N
     ids = env_optional_str(env, "SHARD_IDS")
     if ids is None:
         return count, None
-    if count is None:
-        raise MissingSettingError(
-            "SHARD_COUNT", f"SHARD_IDS={ids!r} needs the total number of shards across all processes"
-        )
-    return count, parse_shard_ids(ids, count)
+    try:
+        if count is None:
+            raise MissingSettingError(
+                "SHARD_COUNT", f"SHARD_IDS={ids!r} needs the total number of shards across all processes"
+            )
+        return count, parse_shard_ids(ids, count)
+    except SettingsError as exc:
+        return invalid(exc, (count, None))
 
 
 def env_port(env: Mapping[str, str], key: str) -> int | None:

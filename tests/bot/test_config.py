@@ -165,3 +165,9 @@ def test_main_prints_every_bad_key_on_one_line_and_exits_2(
     assert main() == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "LOG_LEVEL='LOUD'" in err and "HTTP_MAX_CONNECTIONS='zero'" in err
+
+
+def test_shard_errors_are_reported_with_the_other_bad_keys() -> None:
+    with pytest.raises(SettingsError) as info:
+        settings(SHARD_IDS="0-1", LOG_LEVEL="LOUD")
+    assert [error.key for error in info.value.errors] == ["SHARD_COUNT", "LOG_LEVEL"]
