@@ -37,7 +37,8 @@ commands:
   uv run python -m bot          run the bot; Ctrl-C or SIGTERM stops it cleanly
   uv run python -m bot.health   exit 0 while the running bot is connected (the container health check)
   uv run pytest                 run the tests
-  bash .ci/run                  the full check: format, lint, types, Dockerfile lint, tests
+  bash .ci/run                  the full check: format, lint, types, Dockerfile lint, tests (3.11, 3.13)
+  python -m bot                 what the Docker image runs
 
 settings:
   Read from the environment and from .env in the working directory or a parent; real environment
