@@ -346,6 +346,9 @@ class HTTPClient:
             if loop is current:
                 await entry.client.aclose()
                 entry.watcher.cancel()
+                # A cancelled task ends on a later loop turn; close() waits for it so that it leaves
+                # no task of ours running. wait() doesn't raise the watcher's CancelledError into us.
+                await asyncio.wait({entry.watcher})
             elif loop.is_running():  # another thread's loop owns those sockets
                 asyncio.run_coroutine_threadsafe(entry.client.aclose(), loop)
                 loop.call_soon_threadsafe(entry.watcher.cancel)

@@ -49,6 +49,12 @@ async def test_close_is_safe_before_use_and_twice():
     assert client.is_closed
 
 
+async def test_close_leaves_no_task_of_its_own_running():
+    await http_client.get_client()
+    await http_client.close()
+    assert not [t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+
 async def test_next_use_after_close_builds_fresh_client():
     first = await http_client.get_client()
     await http_client.close()
