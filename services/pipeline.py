@@ -79,6 +79,12 @@ class Resilience:
         )
 
 
+def _cause(exc: BaseException, error: BaseException) -> str:
+    """What the transport said went wrong, for the log: the typed error names only its kind."""
+    detail = str(exc) if exc is not error else ""
+    return f" ({detail})" if detail else ""
+
+
 def _noop() -> None:
     return None
 
@@ -192,11 +198,12 @@ class Pipeline:
                 logger.debug("{} {} shed: {}", request.method, LazyRedactedURL(request.url), error)
                 raise error from exc
             logger.warning(
-                "{} {} failed after {:.0f} ms: {}",
+                "{} {} failed after {:.0f} ms: {}{}",
                 request.method,
                 redact_url(request.url),
                 elapsed * 1000,
                 error,
+                _cause(exc, error),
             )
             raise error from exc
         except BaseException as exc:
