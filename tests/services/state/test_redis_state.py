@@ -199,3 +199,27 @@ async def test_redis_settings_default_to_in_process_state():
     settings = HTTPSettings.from_env({})
     assert settings.redis_url is None
     assert HTTPClient(settings).get_pool_stats().cluster is None
+
+
+async def test_redis_state_keys_follow_the_prefix_and_other_versions_are_ignored(
+    services, fault_server, redis_admin
+):
+    first = services(
+        redis_prefix="bot-two:",
+        breaker_threshold=2,
+        host_limits=(HostLimit("127.0.0.1", requests=100, period=1),),
+    )
+    url = fault_server.route("/cached", reply(200, b"x", {"Cache-Control": "max-age=60"}))
+    await first.get(url)
+    await eventually(lambda: first.resilience.shared._known)
+    keys = await redis_admin.keys("*")
+    assert keys and all(key.startswith(b"bot-two:v1:") for key in keys)
+    # A message of another format version (a newer or older process) changes nothing here.
+    future = '{"v": 2, "from": "x", "kind": "circuit", "origin": "http://a:80", "until": 9999999999}'
+    await redis_admin.publish("bot-two:v1:events", future)
+    await redis_admin.publish("bot-two:v1:events", "not json")
+    current = future.replace('"v": 2', '"v": 1').replace("http://a:80", "http://b:80")
+    await redis_admin.publish("bot-two:v1:events", current)
+    await eventually(lambda: first.get_pool_stats().breakers)
+    assert first.get_pool_stats().breakers == {"http://b:80": "open"}  # only the version-1 message counted
+    assert first.get_pool_stats().cluster.sharing == "connected"
