@@ -133,11 +133,15 @@ async def _stop(tasks: Sequence[asyncio.Future[Any]]) -> None:
     for _ in range(5):
         pending = [task for task in tasks if not task.done()]
         if not pending:
-            return
+            break
         for task in pending:
             task.cancel()
         await asyncio.wait(pending, timeout=BACKGROUND_TIMEOUT)
-    logger.warning("redis: {} background task(s) would not stop", sum(not t.done() for t in tasks))
+    else:
+        logger.warning("redis: {} background task(s) would not stop", sum(not t.done() for t in tasks))
+    for task in tasks:  # read each outcome: asyncio logs an error for an exception nobody retrieved
+        if task.done() and not task.cancelled():
+            task.exception()
 
 
 def _us(seconds: float) -> int:

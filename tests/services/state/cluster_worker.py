@@ -4,10 +4,10 @@ Run as `python -m tests.services.state.cluster_worker '<json plan>'`; prints one
 Plans: {"mode": "hammer", "url", "seconds", "concurrency"} sends as fast as its turns allow;
 {"mode": "count", "urls", "requests", "concurrency"} sends a fixed number, cycling through `urls`;
 {"mode": "poll", "urls", "seconds", "every"} calls each URL in turn at a steady pace.
-"resume": N waits (after the traffic) until sharing is connected again, then until the cluster view
-read back from Redis lists N processes. A first call to "warm"
-starts sharing, and the plan begins once it is connected (importing redis-py and connecting take a
-while on a busy machine; meanwhile a process runs on its own state).
+A first call to "warm" starts sharing, and the plan begins once it is connected (importing redis-py
+and connecting take a while on a busy machine; meanwhile a process runs on its own state).
+"together": N also waits until the cluster view lists N processes; "resume": N waits, after the
+traffic, until sharing is connected again and the view read back from Redis lists N processes.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ async def poll(plan: dict[str, Any], tally: Tally) -> None:
         await asyncio.sleep(plan["every"])
 
 
-async def connected(seconds: float = 20) -> bool:
+async def connected(seconds: float = 60) -> bool:
     """Wait until sharing through Redis is connected; False if it is not within `seconds`."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -80,7 +80,7 @@ async def connected(seconds: float = 20) -> bool:
     return False
 
 
-async def processes_seen(expected: int, seconds: float = 15) -> int:
+async def processes_seen(expected: int, seconds: float = 30) -> int:
     """Wait until the cluster view (read back from Redis) lists `expected` processes; return how many."""
     deadline = time.monotonic() + seconds
     seen = 0
@@ -98,6 +98,8 @@ async def main(plan: dict[str, Any]) -> dict[str, Any]:
     # The first call starts sharing (its answer does not matter: the cluster's limit may refuse it).
     await Tally().call(plan["warm"])
     await connected()
+    if plan.get("together"):  # start only once every process is connected and has published its figures
+        await processes_seen(plan["together"])
     await {"hammer": hammer, "count": count, "poll": poll}[plan["mode"]](plan, tally)
     resumed = None
     peers = None

@@ -22,6 +22,8 @@ from tests.services.conftest import FAST
 from tests.services.state.conftest import RedisServer, eventually
 
 ROOT = Path(__file__).resolve().parents[3]
+# Three interpreters importing redis-py, and a Redis restart, on a shared 2-core machine.
+pytestmark = pytest.mark.timeout(180)
 Run = Callable[..., Awaitable[list[dict[str, Any]]]]
 
 
@@ -108,7 +110,7 @@ def run_workers(redis_server: RedisServer, tmp_path: Path) -> Run:
                 )
         results = []
         for n, proc in enumerate(procs):
-            out, _ = await asyncio.wait_for(proc.communicate(), 60)
+            out, _ = await asyncio.wait_for(proc.communicate(), 150)
             assert proc.returncode == 0, (tmp_path / f"worker-{n}.log").read_text()[-3000:]
             results.append(json.loads(out.decode().strip().splitlines()[-1]))
         return results
@@ -119,7 +121,7 @@ def run_workers(redis_server: RedisServer, tmp_path: Path) -> Run:
 async def test_cluster_configured_limit_holds_across_three_processes(upstream, run_workers):
     # 5/s across the cluster; each process alone would allow 5/s too, so three unshared would send ~3x.
     started = time.monotonic()
-    plan = {"mode": "hammer", "url": f"{upstream.base}/plain", "seconds": 4, "concurrency": 4}
+    plan = {"mode": "hammer", "url": f"{upstream.base}/plain", "seconds": 4, "concurrency": 4, "together": 3}
     results = await run_workers(
         [plan] * 3, f"{upstream.base}/warm", HTTP_HOST_LIMITS="127.0.0.1=5/s", HTTP_MAX_WAIT="1"
     )
@@ -170,15 +172,16 @@ async def test_cluster_redis_killed_mid_run_fails_no_call_and_sharing_resumes(
     urls = [f"{upstream.base}/plain?i={i}" for i in range(20)] + [
         f"{upstream.base}/cached?i={i}" for i in range(5)
     ]
-    plan = {"mode": "count", "urls": urls, "requests": 1500, "concurrency": 8, "resume": 3}
+    plan = {"mode": "count", "urls": urls, "requests": 1500, "concurrency": 8, "together": 3, "resume": 3}
     # Every call goes through the cluster-wide limit (a generous one), so Redis is on every call's path.
     workers = asyncio.ensure_future(
         run_workers([plan] * 3, f"{upstream.base}/warm", HTTP_HOST_LIMITS="127.0.0.1=100000/s")
     )
-    await eventually(lambda: sum(upstream.hits.values()) >= 600, seconds=60)
+    # All three are connected and sending (they start together) before Redis dies under them.
+    await eventually(lambda: sum(upstream.hits.values()) >= 600, seconds=120)
     redis_server.kill()
     killed_at = sum(upstream.hits.values())
-    await eventually(lambda: sum(upstream.hits.values()) >= killed_at + 1500, seconds=60)
+    await eventually(lambda: sum(upstream.hits.values()) >= killed_at + 1500, seconds=120)
     redis_server.start()
     results = await workers
     assert [r["failed"] for r in results] == [{}, {}, {}]
