@@ -23,6 +23,13 @@ from services.errors import (
 )
 
 T = TypeVar("T")
+# Shown in place of a backtick inside inline code, where Discord has no escape for one.
+BACKTICK_STAND_IN = "\u02cb"
+
+
+def inline_code(value: str) -> str:
+    """`value` as Discord inline code; a backtick in it would end the span early, so it is replaced."""
+    return f"`{value.replace('`', BACKTICK_STAND_IN)}`"
 
 
 class NothingFoundError(CourierHTTPError):

@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._embeds import make_embed, web_url
-from cogs._replies import answer, as_dict, number, on_cooldown, reject, text
+from cogs._replies import answer, as_dict, inline_code, number, on_cooldown, reject, text
 from cogs._validation import InputError, clean, env_url, join_url, page_url
 from services.errors import BadResponseError
 from services.http_client import http_client
@@ -86,7 +86,7 @@ class Crates(commands.Cog):
         await answer(
             interaction,
             service="crates.io",
-            not_found=f"No crate named `{crate_name}`.",
+            not_found=f"No crate named {inline_code(crate_name)}.",
             fetch=lambda: fetch_crate(self.base_url, crate_name),
             build=build_crate_embed,
         )

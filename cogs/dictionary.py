@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._embeds import make_embed
-from cogs._replies import answer, on_cooldown, reject, text
+from cogs._replies import answer, inline_code, on_cooldown, reject, text
 from cogs._validation import InputError, clean, env_url, join_url
 from services.errors import BadResponseError
 from services.http_client import http_client
@@ -84,7 +84,7 @@ class Dictionary(commands.Cog):
         await answer(
             interaction,
             service="The dictionary",
-            not_found=f"No definition found for `{cleaned}`.",
+            not_found=f"No definition found for {inline_code(cleaned)}.",
             fetch=lambda: fetch_definition(self.base_url, cleaned),
             build=build_definition_embed,
         )

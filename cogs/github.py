@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._embeds import make_embed
-from cogs._replies import answer, as_dict, number, on_cooldown, reject, text
+from cogs._replies import answer, as_dict, inline_code, number, on_cooldown, reject, text
 from cogs._validation import InputError, clean, env_url, join_url
 from services.config import env_optional_str
 from services.errors import BadResponseError
@@ -184,7 +184,7 @@ class GitHub(commands.GroupCog, group_name="github"):
         await answer(
             interaction,
             service="GitHub",
-            not_found=f"No GitHub repository named `{owner}/{name}`.",
+            not_found=f"No GitHub repository named {inline_code(f'{owner}/{name}')}.",
             fetch=lambda: fetch_repo(self.settings, owner, name),
             build=build_repo_embed,
         )
@@ -202,7 +202,7 @@ class GitHub(commands.GroupCog, group_name="github"):
         await answer(
             interaction,
             service="GitHub",
-            not_found=f"No GitHub user named `{login}`.",
+            not_found=f"No GitHub user named {inline_code(login)}.",
             fetch=lambda: fetch_user(self.settings, login),
             build=build_user_embed,
         )

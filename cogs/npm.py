@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._embeds import make_embed, web_url
-from cogs._replies import answer, as_dict, on_cooldown, reject, text
+from cogs._replies import answer, as_dict, inline_code, on_cooldown, reject, text
 from cogs._validation import InputError, clean, env_url, page_url, segment
 from services.errors import BadResponseError
 from services.http_client import http_client
@@ -95,7 +95,7 @@ class Npm(commands.Cog):
         await answer(
             interaction,
             service="npm",
-            not_found=f"No npm package named `{name}`.",
+            not_found=f"No npm package named {inline_code(name)}.",
             fetch=lambda: fetch_npm_package(self.base_url, name),
             build=build_npm_embed,
         )

@@ -13,7 +13,7 @@ from discord.ext import commands
 
 from cogs._choices import CHOICE_VALUE_LIMIT, autocomplete
 from cogs._embeds import make_embed, markdown_link, web_url
-from cogs._replies import answer, as_dict, on_cooldown, reject, text
+from cogs._replies import answer, as_dict, inline_code, on_cooldown, reject, text
 from cogs._validation import InputError, clean, env_url, join_url, page_url
 from services.errors import BadResponseError
 from services.http_client import http_client
@@ -111,7 +111,7 @@ class PyPI(commands.Cog):
         await answer(
             interaction,
             service="PyPI",
-            not_found=f"No PyPI package named `{name}`.",
+            not_found=f"No PyPI package named {inline_code(name)}.",
             fetch=lambda: fetch_package(self.base_url, name),
             build=remember,
         )

@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._embeds import make_embed
-from cogs._replies import NothingFoundError, answer, as_dict, on_cooldown, reject, text
+from cogs._replies import NothingFoundError, answer, as_dict, inline_code, on_cooldown, reject, text
 from cogs._validation import InputError, clean, env_url
 from services.errors import BadResponseError
 from services.http_client import http_client
@@ -158,7 +158,7 @@ class WeatherCog(commands.Cog, name="Weather"):
         await answer(
             interaction,
             service="Open-Meteo",
-            not_found=f"No place found named `{query}`.",
+            not_found=f"No place found named {inline_code(query)}.",
             fetch=lambda: fetch_weather(self.settings, query),
             build=build_weather_embed,
         )

@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._embeds import make_embed, web_url
-from cogs._replies import answer, as_dict, on_cooldown, reject, text
+from cogs._replies import answer, as_dict, inline_code, on_cooldown, reject, text
 from cogs._validation import InputError, clean, env_url, join_url, page_url
 from services.config import SettingsError, env_str
 from services.errors import BadResponseError, NotFoundError
@@ -121,7 +121,7 @@ class Wiki(commands.Cog):
         await answer(
             interaction,
             service="Wikipedia",
-            not_found=f"Wikipedia has no page matching `{cleaned}`.",
+            not_found=f"Wikipedia has no page matching {inline_code(cleaned)}.",
             fetch=lambda: fetch_summary_or_search(self.settings, cleaned),
             build=build_summary_embed,
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp import web
@@ -12,6 +14,28 @@ from services.http_client import http_client
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ServerFactory = Callable[[dict[str, Handler]], Awaitable[str]]
+
+
+@pytest.fixture(autouse=True)
+def restored_environment() -> Iterator[None]:
+    """Undo what a test's code wrote to os.environ (load_dotenv sets keys monkeypatch never saw)."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A 127.0.0.1 port that refuses connections and that no other process can take meanwhile.
+
+    The socket is bound but never listens: the kernel answers a connect with a reset, and the port
+    stays ours for the test (a port found free and released could be taken by another process).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)

@@ -106,3 +106,16 @@ async def test_wiki_timeout(interaction: FakeInteraction) -> None:
         mock.get(f"{BASE}/api/rest_v1/page/summary/zzz").mock(side_effect=httpx.ConnectTimeout("slow"))
         await c.wiki.callback(c, interaction, "zzz")  # type: ignore[arg-type]
     assert "Wikipedia took too long" in (interaction.reply.content or "") and interaction.reply.ephemeral
+
+
+async def test_wiki_not_found_keeps_a_backtick_in_the_query_from_breaking_the_reply(
+    interaction: FakeInteraction,
+) -> None:
+    c = cog()
+    with respx.mock(using="httpx", assert_all_called=False) as mock:
+        mock.get(url__regex=rf"{BASE}/api/rest_v1/page/summary/.*").respond(404)
+        mock.get(f"{BASE}/w/api.php").respond(json={"query": {"search": []}})
+        await c.wiki.callback(c, interaction, "a`b")  # type: ignore[arg-type]
+    content = interaction.reply.content or ""
+    assert content.count("`") == 2, content  # one inline-code span, opened and closed
+    assert "a\u02cbb" in content

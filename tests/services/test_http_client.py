@@ -220,9 +220,9 @@ async def test_per_call_timeout_raises_timed_out(local_server):
     assert http_client.get_pool_stats().errors == {"ReadTimeout": 1}
 
 
-async def test_connection_refused_raises_connection_failed(unused_tcp_port):
+async def test_connection_refused_raises_connection_failed(refused_port):
     with pytest.raises(ConnectionFailedError) as caught:
-        await http_client.get(f"http://127.0.0.1:{unused_tcp_port}/")
+        await http_client.get(f"http://127.0.0.1:{refused_port}/")
     assert "unavailable" in caught.value.user_message
 
 

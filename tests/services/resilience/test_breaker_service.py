@@ -67,12 +67,12 @@ async def test_client_errors_do_not_open_the_circuit(fast, fault_server):
     assert fault_server.hits["/missing"] == 4
 
 
-async def test_connection_errors_open_the_circuit(fast, unused_tcp_port):
+async def test_connection_errors_open_the_circuit(fast, refused_port):
     fast(breaker_threshold=2, retries=0)
-    url = f"http://127.0.0.1:{unused_tcp_port}/"
+    url = f"http://127.0.0.1:{refused_port}/"
     for _ in range(2):
         with pytest.raises(UpstreamUnavailableError):
             await http_client.get(url)
     with pytest.raises(CircuitOpenError):
         await http_client.get(url)
-    assert http_client.get_pool_stats().breakers == {f"http://127.0.0.1:{unused_tcp_port}": "open"}
+    assert http_client.get_pool_stats().breakers == {f"http://127.0.0.1:{refused_port}": "open"}

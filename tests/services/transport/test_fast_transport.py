@@ -243,9 +243,9 @@ async def test_transport_connect_timeout(monkeypatch, client):
     assert pool(client)._total == 0
 
 
-async def test_transport_connect_error(client, unused_tcp_port):
+async def test_transport_connect_error(client, refused_port):
     with pytest.raises(httpx.ConnectError):
-        await client.get(f"http://127.0.0.1:{unused_tcp_port}/")
+        await client.get(f"http://127.0.0.1:{refused_port}/")
     assert pool(client)._total == 0
 
 
