@@ -146,7 +146,7 @@ class Pipeline:
             "in_flight": stats.in_flight,
             "errors": sum(stats.errors.values()),
             "rate_limited": r.limiter.waits,
-            "cache_hits": r.cache.hits + r.cache.shared_hits,
+            "cache_hits": r.cache.hits,  # shared hits included
             "blocks": len(r.limiter.blocks()),
             "open_circuits": sum(state != "closed" for state in r.breakers.states().values()),
         }
