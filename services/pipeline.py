@@ -133,7 +133,7 @@ class Pipeline:
         self.settings = settings
         self.stats = RequestStats(settings.latency_window)
         self.resilience = r = Resilience.from_settings(settings)
-        r.shared.attach(self._mirror_block, r.breakers.trip, self.summary)
+        r.shared.attach(self._mirror_block, r.breakers.mirror, self.summary)
 
     def _mirror_block(self, scope: Scope, wait: float, path: str) -> None:
         self.resilience.limiter.block(scope, wait, path, announce=False)

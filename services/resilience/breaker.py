@@ -77,7 +77,7 @@ class CircuitBreakers:
         """Record how an admitted attempt ended."""
         if self.threshold <= 0 or (verdict == "success" and not probe and origin not in self._circuits):
             return
-        opened = False
+        opened = closed = False
         with self._lock:
             circuit = self._circuits.get(origin)
             if verdict == "success":
@@ -86,6 +86,7 @@ class CircuitBreakers:
                     del self._circuits[origin]
                     if probe:
                         logger.info("circuit for {} closed: the probe succeeded", origin)
+                        closed = True
             elif verdict == "failure":
                 if circuit is None:
                     circuit = self._track(origin)
@@ -105,10 +106,18 @@ class CircuitBreakers:
                 circuit.probing = False  # the probe ended without a verdict; let the next caller probe
         if opened:
             self._peers.circuit_opened(origin, self.cooldown)
+        elif closed:
+            self._peers.circuit_closed(origin)
 
-    def trip(self, origin: str, wait: float) -> None:
-        """Open `origin`'s circuit for `wait` seconds because another process opened its own."""
-        if self.threshold <= 0 or wait <= 0:
+    def mirror(self, origin: str, wait: float) -> None:
+        """Follow another process's circuit for `origin`: open for `wait` seconds, or closed when 0."""
+        if self.threshold <= 0:
+            return
+        if wait <= 0:
+            with self._lock:
+                circuit = self._circuits.pop(origin, None)
+            if circuit is not None and circuit.state != "closed":
+                logger.info("circuit for {} closed: another process's probe succeeded", origin)
             return
         with self._lock:
             circuit = self._circuits.get(origin) or self._track(origin)

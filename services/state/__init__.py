@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from services.stats import ClusterStats
 
 BlockSink = Callable[["Scope", float, str], None]
+# (origin, seconds until it half-opens); 0 seconds: the circuit closed.
 CircuitSink = Callable[[str, float], None]
 Snapshot = Callable[[], dict[str, Any]]
 
@@ -36,6 +37,10 @@ class Peers(Protocol):
 
     def circuit_opened(self, origin: str, wait: float) -> None:
         """The circuit for `origin` opened; it half-opens in `wait` seconds."""
+        ...
+
+    def circuit_closed(self, origin: str) -> None:
+        """A probe to `origin` succeeded: its circuit is closed again."""
         ...
 
 

@@ -46,6 +46,9 @@ class NoPeers:
     def circuit_opened(self, origin: str, wait: float) -> None:
         """Nothing to tell."""
 
+    def circuit_closed(self, origin: str) -> None:
+        """Nothing to tell."""
+
 
 class NoCacheTier:
     """No second tier: the in-process cache is all there is."""

@@ -58,6 +58,8 @@ MAX_CONNECTIONS = 64
 MAX_TIMEOUTS = 3
 # Shared cache entries this process knows exist; a request asks Redis only for those.
 MAX_KNOWN_ENTRIES = 10_000
+# How long the news of a closed circuit stays worth reading (for processes that reconnect meanwhile).
+CLOSED_NEWS = 60.0
 # Longest wait a peer's message may impose: bounds what a bad message could do.
 MAX_PEER_WAIT = 86_400.0
 
@@ -408,6 +410,11 @@ class RedisState:
             "circuits", origin, {"kind": "circuit", "origin": origin, "until": time.time() + wait}, wait
         )
 
+    def circuit_closed(self, origin: str) -> None:
+        """Announce a closed circuit (it replaces the open one late joiners would read)."""
+        message = {"kind": "circuit", "origin": origin, "until": time.time() + CLOSED_NEWS, "closed": True}
+        self._announce("circuits", origin, message, CLOSED_NEWS)
+
     def _announce(self, table: str, field: str, message: dict[str, Any], wait: float) -> None:
         body = json.dumps({"v": FORMAT, "from": self._node, **message}, separators=(",", ":"))
         self._events.append((table, field, body, max(1, int(wait * 1000))))
@@ -479,7 +486,7 @@ class RedisState:
         elif origin is None:
             return
         elif kind == "circuit" and self._on_circuit is not None:
-            self._on_circuit(origin, wait)
+            self._on_circuit(origin, 0.0 if message.get("closed") is True else wait)
         elif kind == "block" and self._on_block is not None:
             partition = _text(message.get("partition"), 200)
             credential = _text(message.get("credential"), 64)

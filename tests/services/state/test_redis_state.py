@@ -224,3 +224,20 @@ async def test_redis_state_keys_follow_the_prefix_and_other_versions_are_ignored
     await eventually(lambda: first.get_pool_stats().breakers)
     assert first.get_pool_stats().breakers == {"http://b:80": "open"}  # only the version-1 message counted
     assert first.get_pool_stats().cluster.sharing == "connected"
+
+
+async def test_redis_state_a_probe_that_succeeds_closes_the_others_circuits(services, fault_server):
+    # The first half-opens quickly; the second would stay open (then half-open, unprobed) for a minute.
+    first = services(breaker_threshold=2, breaker_cooldown=0.2, retries=0)
+    second = services(breaker_threshold=2, breaker_cooldown=60, retries=0)
+    url = fault_server.route("/flaky", reply(500), reply(500), reply(500), reply(200, b"back"))
+    await second.get(fault_server.route("/warm", reply(200)))
+    for _ in range(2):
+        await first.get(url, raise_for_status=False)
+    await eventually(lambda: "open" in second.get_pool_stats().breakers.values())
+    await asyncio.sleep(0.25)
+    await first.get(url, raise_for_status=False)  # the probe fails: open again, and said so
+    await asyncio.sleep(0.25)
+    assert (await first.get(url)).text == "back"  # this probe succeeds
+    await eventually(lambda: second.get_pool_stats().breakers == {})
+    assert (await second.get(url)).text == "back"
