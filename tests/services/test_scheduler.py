@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.transport.scheduler import MAX_IDLE_ORIGINS, GradientLimit, SlotScheduler, Ticket, default_share
@@ -95,7 +95,7 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(capacity=st.integers(1, 8), share=st.integers(1, 8), ops=operations)
 def test_scheduler_fair_order_and_bulkheads_hold_under_any_schedule(
     capacity: int, share: int, ops: list[tuple[str, object]]
@@ -121,7 +121,8 @@ def test_scheduler_fair_order_and_bulkheads_hold_under_any_schedule(
     assert model.sched.busy == len(model.holding)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@example(capacity=2, hog_queue=0, arrivals=["a", "a", "a"], hog_between=[0] * 30)  # the hog drains
 @given(
     capacity=st.integers(2, 12),
     hog_queue=st.integers(0, 50),
@@ -138,7 +139,8 @@ def test_scheduler_serves_other_origins_within_bounded_releases_while_one_hogs(
     others: list[int] = []
 
     def release_hog() -> None:
-        model.release(model.holding.index(HOG))
+        if HOG in model.holding:  # the others may have drained the hog's slots between arrivals
+            model.release(model.holding.index(HOG))
         while any(key != HOG for key in model.holding):  # the others answer at once
             model.release(next(i for i, key in enumerate(model.holding) if key != HOG))
         model.check()
@@ -201,7 +203,7 @@ def test_scheduler_sheds_when_the_predicted_wait_passes_the_budget() -> None:
     assert model.sched.enqueue(HOG, 0, budget=1.0) is None
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True, database=None)
 @given(ops=operations, rtts=st.lists(st.floats(0.001, 5.0), min_size=200, max_size=200))
 def test_scheduler_adaptive_limits_keep_every_invariant(
     ops: list[tuple[str, object]], rtts: list[float]
