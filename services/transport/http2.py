@@ -218,6 +218,7 @@ class H2Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._control_frames = 0
         self._ping: asyncio.Future[None] | None = None
+        self._unacked = 0  # received bytes of finished streams not yet handed back to the connection
         self._max_pending = self.h2.max_inbound_frame_size + 9
 
     # --- asyncio.Protocol -------------------------------------------------------------------
@@ -431,6 +432,10 @@ class H2Connection(asyncio.Protocol):
 
     # --- used by the transport ------------------------------------------------------------
 
+    def idle_for(self) -> float:
+        """Seconds since the last stream finished (meaningful while none is open)."""
+        return time.monotonic() - self.idle_since
+
     @property
     def has_capacity(self) -> bool:
         """Whether a new stream may open now."""
@@ -594,9 +599,22 @@ class H2Connection(asyncio.Protocol):
         stream.buffered = 0
         unacked, stream.unacked = stream.unacked, 0
         if unacked:
-            self.h2.acknowledge_received_data(unacked, stream.id)
-            self._flush_if_queued()
+            self._acknowledge(stream, unacked)
         return data
+
+    def _acknowledge(self, stream: H2Stream, size: int) -> None:
+        """Hand `size` received bytes of `stream` back to the server's windows (RFC 9113 §6.9)."""
+        if not stream.complete:
+            self.h2.acknowledge_received_data(size, stream.id)
+            self._flush_if_queued()
+            return
+        # A finished stream's window is gone with it: only the connection's is owed, and it is
+        # handed back in one WINDOW_UPDATE per half window instead of a jh2 call per response.
+        self._unacked += size
+        if self._unacked >= CONNECTION_WINDOW // 2:
+            self.h2.increment_flow_control_window(self._unacked)
+            self._unacked = 0
+            self._flush_if_queued()
 
     def _flush_if_queued(self) -> None:
         if not self._flush_pending:
@@ -611,9 +629,9 @@ class H2Connection(asyncio.Protocol):
             # Still open on one side: a cancelled request, a body left unread, or one we stopped sending.
             self._reset(stream, jh2.errors.ErrorCodes.CANCEL)
         if stream.unacked:
-            self.h2.acknowledge_received_data(stream.unacked, stream.id)
+            stream.complete = True  # its window is no longer ours to replenish, whatever its state
+            self._acknowledge(stream, stream.unacked)
             stream.unacked = 0
-            self._flush_if_queued()
         stream.body.clear()
         self._wake_slots()
         if not self.streams:
@@ -920,9 +938,11 @@ class HTTP2Pool:
         read_timeout = timeouts.get("read")
         retries = 0
         while True:
-            conn = await self._checkout(key, request, timeouts)
-            if conn is None:
-                return None
+            conn = self.current.get(key)
+            if conn is None or not conn.has_capacity or (not conn.streams and conn.idle_for() >= PING_AFTER):
+                conn = await self._checkout(key, request, timeouts)
+                if conn is None:
+                    return None
             reused = conn.finished > 0
             try:
                 stream = conn.open_stream(headers, end=body == b"", deadline=deadline)
