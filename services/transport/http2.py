@@ -7,7 +7,7 @@ are large enough that a response of a few MB never waits for a WINDOW_UPDATE.
 
 Why jh2 and not h2: jh2 is h2's maintained fork (niquests' HTTP/2) with the same API and a compiled
 HPACK codec; h2's pure-Python HPACK decoding of nginx's Huffman-coded response headers was the largest
-cost of a request. Against nginx over TLS (benchmarks/http_bench.py, 2 rounds, 3,000 small GETs),
+cost of a request. Against nginx over TLS (benchmarks/http_bench.py cells, 3,000 small GETs each),
 client CPU per request at c=10/100: 239/235 us on h2, 131/130 us on jh2 with the open-stream count
 below, against 680/760 us for stock httpx's HTTP/2 and 117/130 us for aiohttp's HTTP/1.1.
 """
