@@ -185,13 +185,28 @@ class HTTPClientCollector:
         active = GaugeMetricFamily(
             "http_client_active_requests", "Requests in flight or waiting for a connection.", labels=server
         )
+        limits = GaugeMetricFamily(
+            "courier_http_origin_concurrency_limit",
+            "Requests an origin may have in flight now (its bulkhead, lowered while it is slow).",
+            labels=server,
+        )
+        shed = CounterMetricFamily(
+            "courier_http_shed_requests",
+            "Requests refused at once because their origin was at its limit with a full queue.",
+            labels=server,
+        )
         for origin in stats.origins:
             host, port = split_origin(origin.origin)
             open_conns.add_metric((host, port, "active"), origin.active + origin.connecting)
             open_conns.add_metric((host, port, "idle"), origin.idle)
             active.add_metric((host, port), origin.active + origin.connecting + origin.queued)
+            if origin.limit is not None:
+                limits.add_metric((host, port), origin.limit)
+            shed.add_metric((host, port), origin.shed)
         yield open_conns
         yield active
+        yield limits
+        yield shed
         yield GaugeMetricFamily(
             "courier_http_pool_max_connections", "The pool's connection limit.", value=stats.max_connections
         )

@@ -106,6 +106,9 @@ async def test_metrics_pool_figures_are_read_live_at_scrape_time(
     assert conns == {"active": 0, "idle": 1}
     assert [s.value for s in samples(metrics, "http_client_active_requests")] == [0]
     assert [s.value for s in samples(metrics, "courier_http_pool_max_connections")] == [100]
+    [limit] = samples(metrics, "courier_http_origin_concurrency_limit")
+    assert limit.labels["server_address"] == "127.0.0.1" and limit.value == 50  # half the pool
+    assert [s.value for s in samples(metrics, "courier_http_shed_requests_total")] == [0]
 
 
 async def test_metrics_courier_counters_and_bot_gauges(metrics: BotMetrics) -> None:
