@@ -36,8 +36,11 @@ def transport_options(settings: HTTPSettings, ssl_context: ssl.SSLContext) -> di
     mode = transport_mode(settings)
     if mode == "httpcore":
         return {}
+    # Contexts of its own, built from the same settings: the client's is shared with httpcore's proxy
+    # mounts, which set ALPN on it before each connect of theirs.
     fast = FastTransport(
-        ssl_context=ssl_context,
+        ssl_context=build_ssl_context(settings),
+        http2_ssl_context=build_ssl_context(settings) if settings.http2 else None,
         max_connections=settings.max_connections,
         max_keepalive_connections=settings.max_keepalive_connections,
         keepalive_expiry=settings.keepalive_expiry,

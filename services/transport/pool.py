@@ -120,6 +120,9 @@ class FastTransport(httpx.AsyncBaseTransport):
 
     Args:
         ssl_context: The TLS context for https:// origins, built once by the caller.
+        http2_ssl_context: A second context for the connections that offer HTTP/2, so that the ALPN
+            list each offers is fixed on its own context rather than set on a shared one before
+            each dial (concurrent dials, or httpcore on the same context, could swap it in between).
         max_connections: Cap on open connections across all origins.
         max_keepalive_connections: Cap on idle connections kept for reuse.
         keepalive_expiry: Seconds an idle connection is kept.
@@ -138,6 +141,7 @@ class FastTransport(httpx.AsyncBaseTransport):
         self,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        http2_ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 100,
         max_keepalive_connections: int = 20,
         keepalive_expiry: float = 5.0,
@@ -149,6 +153,9 @@ class FastTransport(httpx.AsyncBaseTransport):
         http2_prior_knowledge: bool = False,
     ) -> None:
         self._ssl_context = ssl_context
+        self._h2_ssl_context = http2_ssl_context
+        if http2_ssl_context is not None:
+            http2_ssl_context.set_alpn_protocols(["h2", "http/1.1"])
         self._max_connections = max_connections
         self._max_keepalive = max_keepalive_connections
         self._keepalive_expiry = keepalive_expiry
@@ -416,11 +423,15 @@ class FastTransport(httpx.AsyncBaseTransport):
         use_tls = scheme == b"https"
         loop = asyncio.get_running_loop()
         hostname = host.decode("ascii")
-        context = self._ssl_context if use_tls else None
-        if use_tls and context is None:
-            context = self._ssl_context = ssl.create_default_context()
-        if context is not None:
-            # httpcore sets ALPN on a context it shares: say what this connection offers each time.
+        context: ssl.SSLContext | None = None
+        if use_tls and http2 and self._h2_ssl_context is not None:
+            context = self._h2_ssl_context
+        elif use_tls:
+            if self._ssl_context is None:
+                self._ssl_context = ssl.create_default_context()
+            context = self._ssl_context
+            # A context shared with another user (or, without a context of its own for HTTP/2, with
+            # our HTTP/2 dials): say what this connection offers each time.
             context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
         factory: Callable[[], asyncio.BaseProtocol]
         if http2 and self._h2 is not None:

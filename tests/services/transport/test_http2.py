@@ -412,3 +412,26 @@ async def test_http2_malformed_frames_end_in_an_http_error_without_hanging_or_le
     assert transport.pool_state().connections == ()
     await asyncio.sleep(0.05)
     assert len(asyncio.all_tasks()) <= tasks_before
+
+
+async def test_http2_offer_is_not_changed_by_another_user_of_the_clients_tls_context(
+    hypercorn_server, tls_files, monkeypatch
+):
+    # httpcore's proxy mounts share the client's TLS context and set ALPN on it before each connect;
+    # one doing so while our dial is under way must not turn our HTTP/2 offer into HTTP/1.1.
+    server = await hypercorn_server(path_app())
+    http_client.configure(HTTPSettings(http2=True, ca_bundle=tls_files[1]))
+    client = await http_client.get_client()
+    loop = asyncio.get_running_loop()
+    create_connection = loop.create_connection
+
+    async def meanwhile(*args, **kwargs):
+        http_client.ssl_context.set_alpn_protocols(["http/1.1"])  # what httpcore's HTTP/1.1 mount does
+        return await create_connection(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "create_connection", meanwhile)
+    try:
+        response = await client.get(f"{server.url}/a")
+        assert (response.text, response.http_version) == ("/a", "HTTP/2")
+    finally:
+        await http_client.close()
