@@ -87,6 +87,8 @@ def origins_text(stats: PoolStats) -> str:
     lines = []
     for o in rows[:MAX_ORIGINS]:
         version = "h2" if o.http2 and not o.http1 else "h1+h2" if o.http2 else "h1"
+        if o.streams:
+            version += f" ({_n(o.streams)} streams)"
         queued = f", {o.queued} queued" if o.queued else ""
         slots = f" · {o.in_flight}/{o.limit} in flight" if o.limit is not None else ""
         shed = f", {_n(o.shed)} shed" if o.shed else ""

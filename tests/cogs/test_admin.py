@@ -189,12 +189,14 @@ async def test_embed_shows_each_origin_in_flight_against_its_limit_and_shed() ->
             replace(github, limit=5, shed=1234),
             OriginStats("https://pypi.org:443", connections=1, idle=1, limit=50),
             OriginStats("https://h2.example:443", connections=1, active=1, http2=1),  # httpcore: no limit
+            OriginStats("https://ours.example:443", connections=1, active=1, http2=1, streams=12, limit=50),
         ),
     )
     lines = fields(build_stats_embed(stats))["Origins"].splitlines()
     assert lines == [
         "`https://api.github.com:443` 5 (5 active, 0 idle, 7 queued) h1 · 5/5 in flight, 1,234 shed",
         "`https://h2.example:443` 1 (1 active, 0 idle) h2",
+        "`https://ours.example:443` 1 (1 active, 0 idle) h2 (12 streams) · 0/50 in flight",
         "`https://pypi.org:443` 1 (0 active, 1 idle) h1 · 0/50 in flight",
     ]
 
