@@ -1,22 +1,45 @@
-"""Two `python -m bot` processes, one shard each of a 2-shard bot, against one fake Discord."""
+"""Two `python -m bot` processes, one shard each of a 2-shard bot, against one fake Discord and one Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 from pathlib import Path
 
 from aiohttp import web
 
-from tests.bot.fake_discord import TOKEN, FakeDiscord, guild_on_shard
-from tests.bot.test_e2e_process import READY_LINE, Child, assert_clean, bot_process, child_env, exit_code
+from tests.bot.fake_discord import APP_OWNER_ID, TOKEN, FakeDiscord, Reply, guild_on_shard
+from tests.bot.test_e2e_process import (
+    PROCESS_TIMEOUT,
+    READY_LINE,
+    Child,
+    assert_clean,
+    bot_process,
+    child_env,
+    exit_code,
+)
 from tests.conftest import ServerFactory
+from tests.services.state.conftest import RedisServer
 
 SHARDS = 2
 
 
-async def test_e2e_shards_two_processes_split_the_shards_and_one_syncs(
-    tmp_path: Path, local_server: ServerFactory
+async def cluster_stats(fake: FakeDiscord, shard: int, instances: list[str]) -> Reply:
+    """Ask /http stats on `shard` until its Cluster field lists every one of `instances` (bounded)."""
+    async with asyncio.timeout(PROCESS_TIMEOUT):
+        while True:
+            sent = await fake.send_interaction(
+                "http", subcommand="stats", user_id=APP_OWNER_ID, guild_id=guild_on_shard(shard, SHARDS)
+            )
+            reply = await fake.wait_for_reply(sent)
+            if all(f"`{name}`" in reply.fields.get("Cluster", "") for name in instances):
+                return reply
+            await asyncio.sleep(0.2)  # processes publish their figures every second
+
+
+async def test_e2e_shards_two_processes_split_the_shards_share_redis_and_one_syncs(
+    tmp_path: Path, local_server: ServerFactory, redis_server: RedisServer
 ) -> None:
     asked: list[tuple[str, str]] = []
 
@@ -40,6 +63,8 @@ async def test_e2e_shards_two_processes_split_the_shards_and_one_syncs(
                 SHARD_COUNT=str(SHARDS),
                 SHARD_IDS=str(shard),
                 PYPI_URL=f"{upstream}/process-{shard}",
+                REDIS_URL=redis_server.url,
+                COURIER_INSTANCE=f"shard-{shard}",
             )
             children.append(await stack.enter_async_context(bot_process(env, home)))
         for shard, child in enumerate(children):
@@ -55,6 +80,8 @@ async def test_e2e_shards_two_processes_split_the_shards_and_one_syncs(
             for shard in range(SHARDS)
         ]
         replies = [await fake.wait_for_reply(s) for s in sent]
+        # Asked on shard 1, a process that never synced, the stats show both processes through Redis.
+        stats = await cluster_stats(fake, 1, ["shard-0", "shard-1"])
 
         for child in children:
             child.process.send_signal(signal.SIGTERM)
@@ -66,6 +93,7 @@ async def test_e2e_shards_two_processes_split_the_shards_and_one_syncs(
     assert [s.shard for s in sent] == [0, 1]
     assert [r.embeds[0]["title"] for r in replies] == ["pkg0 1.0", "pkg1 1.0"]
     assert sorted(asked) == [("process-0", "pkg0"), ("process-1", "pkg1")]
+    assert "2 processes" in stats.fields["Cluster"] and "`shard-1` (this one)" in stats.fields["Cluster"]
     puts = [r for r in fake.requests if r.method == "PUT" and r.path.endswith("/commands")]
     assert len(puts) == 1
     assert "synced" in outputs[0] and "not syncing" not in outputs[0]
