@@ -17,6 +17,7 @@ from loguru import logger
 
 from bot.bot import Courier
 from bot.config import BotSettings, load_env_file
+from bot.event_loop import loop_factory
 from bot.logging import setup_logging
 from bot.metrics_server import MetricsServer
 from services.config import SettingsError
@@ -160,8 +161,11 @@ def main(argv: Sequence[str] = ()) -> int:
         return EXIT_CONFIG
     setup_logging(settings.log_level, secrets=[settings.token])
     http_client.configure(settings.http)
+    logger.info("event loop: {}", settings.event_loop)
     try:
-        return asyncio.run(run(settings))
+        # The whole bot runs on this loop: discord.py's gateway and REST (aiohttp), the HTTP client, cogs.
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            return runner.run(run(settings))
     except Stop as exc:
         logger.error("{}", exc)
         return exc.code

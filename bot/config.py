@@ -11,6 +11,7 @@ from typing import Literal
 
 from dotenv import find_dotenv, load_dotenv
 
+from bot.event_loop import default_event_loop, read_event_loop
 from services.config import (
     HTTPSettings,
     SettingsError,
@@ -156,6 +157,7 @@ class BotSettings:
     shutdown_grace: float = 8.0
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    event_loop: str = field(default_factory=default_event_loop)
     http: HTTPSettings = field(default_factory=HTTPSettings)
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
@@ -187,6 +189,7 @@ class BotSettings:
             shutdown_grace=env_float(env, "SHUTDOWN_GRACE", 8.0, minimum=0, maximum=300),
             metrics_port=env_port(env, "METRICS_PORT"),
             metrics_host=env_str(env, "METRICS_HOST", "127.0.0.1"),
+            event_loop=read_event_loop(env),
             http=HTTPSettings.from_env(env),
             shard_count=shard_count,
             shard_ids=shard_ids,

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
 import pytest
 from aiohttp import web
 
-from services.config import HTTPSettings
+from bot.event_loop import LoopFactory, loop_factory, read_event_loop
+from services.config import HTTPSettings, SettingsError
 from services.http_client import http_client
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ServerFactory = Callable[[dict[str, Handler]], Awaitable[str]]
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, LoopFactory]:
+    """Every async test runs on the bot's loop: EVENT_LOOP (uvloop by default; asyncio for the other)."""
+    try:
+        name = read_event_loop(os.environ)
+    except SettingsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return {name: loop_factory(name)}
 
 
 @pytest.fixture(autouse=True)

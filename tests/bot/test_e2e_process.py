@@ -73,7 +73,8 @@ class Child:
 
 def child_env(tmp_path: Path, rest: str, gateway: str, **extra: str) -> dict[str, str]:
     """A minimal environment: no inherited tokens or settings, state kept in tmp_path."""
-    env = {key: os.environ[key] for key in ("PATH", "LANG", "SYSTEMROOT") if key in os.environ}
+    inherited = ("PATH", "LANG", "SYSTEMROOT", "EVENT_LOOP")  # the child runs on the suite's loop
+    env = {key: os.environ[key] for key in inherited if key in os.environ}
     return {
         **env,
         "PYTHONPATH": str(ROOT),
