@@ -1,6 +1,7 @@
-"""Client CPU per request against nginx on loopback: Courier's service vs httpx, aiohttp and raw asyncio.
+"""Client CPU per request against nginx on loopback: Courier vs pyreqwest, aiohttp, httpx and raw asyncio.
 
-Run: `uv run python benchmarks/http_bench.py` (add `--quick` for a run of a few minutes).
+Run: `uv run --group bench python benchmarks/http_bench.py` (add `--quick` for a run of a few minutes); the
+`bench` dependency group brings pyreqwest, which nothing but this script uses.
 Starts nginx from a temp prefix on 127.0.0.1 (plain HTTP/1.1, and TLS offering HTTP/2), measures each
 cell in a fresh process with `time.process_time()`, interleaves the variants over several rounds and
 prints the medians as markdown tables; each ratio is the median of per-round ratios.
@@ -180,6 +181,25 @@ async def make_aiohttp(url: str, ca: str) -> tuple[Callable[[], Awaitable[int]],
     return one, session.close
 
 
+async def make_pyreqwest(url: str, ca: str) -> tuple[Callable[[], Awaitable[int]], Callable]:
+    from pyreqwest.client import ClientBuilder  # noqa: PLC0415 - each cell process loads only what it measures
+
+    # Rust (hyper + rustls) on its own Tokio runtime thread; process_time() counts that thread too.
+    client = (
+        ClientBuilder()
+        .add_root_certificate_pem(Path(ca).read_bytes())  # noqa: ASYNC240 - once, before measuring
+        .http1_only()
+        .pool_max_idle_per_host(POOL)
+        .build()
+    )
+
+    async def one() -> int:
+        response = await client.get(url).build().send()
+        return len(await response.bytes())
+
+    return one, client.close
+
+
 class RawPool:
     """The floor: one kept-alive asyncio stream per worker and a hand-written request."""
 
@@ -213,7 +233,7 @@ class RawPool:
 
 
 async def build(variant: str, url: str, ca: str) -> tuple[Callable[[], Awaitable[int]], Callable]:
-    if variant == "courier":
+    if variant in ("courier", "courier-asyncio"):
         return await make_courier(url, ca, {})
     if variant == "courier-h2":
         return await make_courier(url, ca, {"HTTP_HTTP2": "true"})
@@ -223,8 +243,10 @@ async def build(variant: str, url: str, ca: str) -> tuple[Callable[[], Awaitable
         return await make_httpx(url, ca, http2=False)
     if variant == "httpx-h2":
         return await make_httpx(url, ca, http2=True)
-    if variant == "aiohttp":
+    if variant in ("aiohttp", "aiohttp-uvloop"):
         return await make_aiohttp(url, ca)
+    if variant == "pyreqwest":
+        return await make_pyreqwest(url, ca)
     if variant == "raw":
         pool = RawPool(url, ca)
         return pool.one, pool.close
@@ -268,9 +290,22 @@ async def run_paced(one: Callable[[], Awaitable[int]], rate: float, seconds: flo
     return total
 
 
+def rss_mib() -> float:
+    """This process's resident set size in MiB (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 async def measure_cell(
     variant: str, url: str, ca: str, requests: int, concurrency: int, lag: bool, rate: float = 0.0
 ) -> dict:
+    rss = rss_mib()
     one, close = await build(variant, url, ca)
     try:
         await run_workers(one, max(concurrency * 5, requests // 10), concurrency)  # warm up the pool
@@ -292,6 +327,7 @@ async def measure_cell(
             sent = await run_workers(one, requests, concurrency, LAG_SECONDS if lag else 0.0)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         connections = one.connections() if hasattr(one, "connections") else None  # Courier's pool, live
+        rss = rss_mib() - rss
         done = True
         if tick is not None:
             await tick
@@ -301,15 +337,38 @@ async def measure_cell(
             await result
     ordered = sorted(delays)
     p99 = ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)] if ordered else None
-    return {"cpu": cpu, "wall": wall, "requests": sent, "lag_p99": p99, "connections": connections}
+    return {
+        "cpu": cpu,
+        "wall": wall,
+        "requests": sent,
+        "lag_p99": p99,
+        "rss": rss,
+        "connections": connections,
+    }
+
+
+def cell_loop(variant: str) -> str:
+    """The event loop a cell runs on: Courier's on the bot's default (EVENT_LOOP), peers on asyncio's."""
+    from bot.event_loop import default_event_loop  # noqa: PLC0415 - after sys.path has the project
+
+    if variant == "courier-asyncio":
+        return "asyncio"
+    if variant.startswith("courier") or variant.endswith("-uvloop"):
+        return default_event_loop()
+    return "asyncio"
 
 
 def cell_main(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
-    result = asyncio.run(
-        measure_cell(args.variant, args.url, args.ca, args.requests, args.concurrency, args.lag, args.rate)
-    )
-    print(json.dumps(result))
+    from bot.event_loop import loop_factory  # noqa: PLC0415 - after sys.path has the project
+
+    cell = measure_cell(args.variant, args.url, args.ca, args.requests, args.concurrency, args.lag, args.rate)
+    with asyncio.Runner(loop_factory=loop_factory(cell_loop(args.variant))) as runner:
+        result = runner.run(cell)
+    print(json.dumps(result), flush=True)
+    # pyreqwest's Tokio thread can abort the interpreter's finalization (PyGILState_Release); the
+    # figures are out, so skip it.
+    os._exit(0)
 
 
 # --- the driver -----------------------------------------------------------------------------------
@@ -368,17 +427,18 @@ def print_table(title: str, variants: list[str], levels: list[int], cells: dict)
         pairs = zip(cells[v, c], cells[base, c], strict=True)
         return statistics.median((a["cpu"] / a["requests"]) / (b["cpu"] / b["requests"]) for a, b in pairs)
 
-    head = " | ".join(f"c={c} CPU s/10k | req/s | vs aiohttp | vs httpx" for c in levels)
+    head = " | ".join(f"c={c} CPU s/10k | req/s | vs {BASES[0]} | vs {BASES[1]} | RSS +MiB" for c in levels)
     print(f"| client | {head} |")
-    print("|---|" + "---:|" * (4 * len(levels)))
+    print("|---|" + "---:|" * (5 * len(levels)))
     for v in variants:
         row = []
         for c in levels:
+            rss = statistics.median(r.get("rss", 0.0) for r in cells[v, c])
             row += [
                 f"{cpu[v, c]:.2f}",
                 f"{rps[v, c]:.0f}",
-                fmt_ratio(ratio(v, c, "aiohttp")),
-                fmt_ratio(ratio(v, c, "httpx")),
+                *(fmt_ratio(ratio(v, c, base)) for base in BASES),
+                f"{rss:.0f}",
             ]
         print(f"| {v} | " + " | ".join(row) + " |")
 
@@ -412,12 +472,16 @@ def driver(args: argparse.Namespace) -> None:
                     TLS,
                 )
             )
+        if args.variants:
+            chosen = args.variants.split(",")
+            suites = [(t, u, r, [v for v in vs if v in chosen]) for t, u, r, vs in suites]
+        lag_variants = [v for v in LAG_VARIANTS if not args.variants or v in args.variants.split(",")]
         print(
             f"nginx {http_port}/{tls_port}; {args.rounds} rounds; median of per-cell figures", file=sys.stderr
         )
         results: dict[str, dict] = {title: {} for title, *_ in suites}
-        lag: dict[str, list[float]] = {v: [] for v in LAG_VARIANTS}
-        paced: dict[str, list[dict]] = {v: [] for v in LAG_VARIANTS}
+        lag: dict[str, list[float]] = {v: [] for v in lag_variants}
+        paced: dict[str, list[dict]] = {v: [] for v in lag_variants}
         for round_no in range(args.rounds):
             for title, url, requests, variants in [] if args.lag_only else suites:
                 for c in levels:
@@ -431,7 +495,7 @@ def driver(args: argparse.Namespace) -> None:
                             f"{cell['cpu'] / cell['requests'] * 10_000:.2f} s/10k",
                             file=sys.stderr,
                         )
-            for v in LAG_VARIANTS:
+            for v in lag_variants:
                 cell = run_cell(v, suites[0][1], str(ca), args.requests, 100, lag=True)
                 lag[v].append(cell["lag_p99"] * 1000)
                 paced[v].append(run_cell(v, suites[0][1], str(ca), 0, 100, lag=True, rate=PACED_RATE))
@@ -460,7 +524,7 @@ def driver(args: argparse.Namespace) -> None:
             "| CPU s/10k at that rate |"
         )
         print("|---|---:|---:|---:|")
-        for v in LAG_VARIANTS:
+        for v in lag_variants:
             paced_lag = statistics.median(c["lag_p99"] * 1000 for c in paced[v])
             paced_cpu = statistics.median(c["cpu"] / c["requests"] * 10_000 for c in paced[v])
             print(f"| {v} | {statistics.median(lag[v]):.1f} | {paced_lag:.1f} | {paced_cpu:.2f} |")
@@ -474,9 +538,13 @@ def driver(args: argparse.Namespace) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-PLAIN = ["courier", "courier-httpcore", "httpx", "aiohttp", "raw"]
-TLS = ["courier", "courier-h2", "courier-httpcore", "httpx", "httpx-h2", "aiohttp", "raw"]
-LAG_VARIANTS = ["courier", "httpx", "aiohttp"]
+PEERS = ["courier", "courier-asyncio", "pyreqwest", "aiohttp", "aiohttp-uvloop", "httpx"]
+PLAIN = [*PEERS, "courier-httpcore", "raw"]
+TLS = [*PEERS, "courier-h2", "courier-httpcore", "httpx-h2", "raw"]
+# What --quick runs: Courier on both loops, the goal's peers and the floor.
+CORE = ("courier", "courier-asyncio", "pyreqwest", "aiohttp", "httpx", "raw")
+BASES = ("pyreqwest", "aiohttp")  # each cell's CPU as a ratio to these clients' cell of the same round
+LAG_VARIANTS = ["courier", "courier-asyncio", "pyreqwest", "aiohttp", "httpx"]
 PACED_RATE = 500.0  # below what every client sustains at c=100, so all do the same work
 LAG_SECONDS = 3.0  # long enough for ~300 timer samples, so the p99 is not just the maximum
 
@@ -485,12 +553,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of interleaved cells (default 3)")
+    parser.add_argument("--rounds", type=int, help="rounds of interleaved cells (default 3; --quick 1)")
     parser.add_argument("--requests", type=int, default=10_000, help="small-body requests per cell")
     parser.add_argument("--large-requests", type=int, default=2_000, help="100 KB requests per cell")
     parser.add_argument("--levels", default="1,10,100", help="concurrency levels (default 1,10,100)")
     parser.add_argument("--lag-only", action="store_true", help="only the event-loop lag table")
-    parser.add_argument("--quick", action="store_true", help="1 round, 3000 requests, no TLS 100 KB suite")
+    parser.add_argument("--variants", help="comma-separated clients (default all; --quick: the peers)")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 round, 3000 requests, the peers only, no TLS 100 KB suite"
+    )
     parser.add_argument("--cell", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -502,8 +573,10 @@ def main() -> None:
     if args.cell:
         cell_main(args)
         return
+    args.rounds = args.rounds or (1 if args.quick else 3)
     if args.quick:
-        args.rounds, args.requests, args.large_requests = 1, 3_000, 600
+        args.requests, args.large_requests = 3_000, 600
+        args.variants = args.variants or ",".join(CORE)
     driver(args)
 
 
