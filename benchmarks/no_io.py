@@ -33,7 +33,39 @@ RESPONSE = (
     b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: keep-alive\r\n"
     b"Cache-Control: no-store\r\n\r\n%b" % (len(BODY), BODY)
 )
+LARGE = bytes(range(256)) * 400  # 100 KiB
+LARGE_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 20:00:00 GMT\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\nConnection: keep-alive\r\n"
+    b"Cache-Control: no-store\r\n\r\n%b" % (len(LARGE), LARGE)
+)
+# /etag.bin: the same body, stored but stale at once (no-cache), so every GET after the first
+# revalidates with If-None-Match and gets a 304 (RFC 9111 §4.3).
+VALIDATED = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 20:00:00 GMT\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\nConnection: keep-alive\r\n"
+    b'ETag: "6748a2c0-19000"\r\nCache-Control: no-cache\r\n\r\n%b' % (len(LARGE), LARGE)
+)
+NOT_MODIFIED = (
+    b"HTTP/1.1 304 Not Modified\r\nServer: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 20:00:00 GMT\r\n"
+    b'Connection: keep-alive\r\nETag: "6748a2c0-19000"\r\nCache-Control: no-cache\r\n\r\n'
+)
+PATHS = {"small": "/small.json", "large": "/large.bin", "revalidate": "/etag.bin"}
 One = Callable[[], Awaitable[int]]
+
+
+def at_path(url: str, body: str) -> str:
+    """`url` with its path swapped for `body`'s (unchanged when `body` is empty)."""
+    return url.rsplit("/", 1)[0] + PATHS[body] if body else url
+
+
+def answer_for(head: bytes) -> bytes:
+    """The canned response for one request head."""
+    if b" /large.bin " in head:
+        return LARGE_RESPONSE
+    if b" /etag.bin " in head:
+        return NOT_MODIFIED if b"\r\nif-none-match:" in head.lower() else VALIDATED
+    return RESPONSE
 
 
 class FakeSocketTransport(asyncio.Transport):
@@ -46,19 +78,19 @@ class FakeSocketTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._pending += bytes(data)
         while b"\r\n\r\n" in self._pending:  # GETs only: no body follows a head
-            _, _, self._pending = self._pending.partition(b"\r\n\r\n")
-            self._loop.call_soon(self._answer)
+            head, _, self._pending = self._pending.partition(b"\r\n\r\n")
+            self._loop.call_soon(self._answer, answer_for(head))
 
-    def _answer(self) -> None:
+    def _answer(self, response: bytes) -> None:
         if self._closing:
             return
         if isinstance(self._protocol, asyncio.BufferedProtocol):
-            buffer = self._protocol.get_buffer(len(RESPONSE))
-            buffer[: len(RESPONSE)] = RESPONSE
-            self._protocol.buffer_updated(len(RESPONSE))
+            buffer = self._protocol.get_buffer(len(response))
+            buffer[: len(response)] = response
+            self._protocol.buffer_updated(len(response))
         else:
             assert isinstance(self._protocol, asyncio.Protocol)
-            self._protocol.data_received(RESPONSE)
+            self._protocol.data_received(response)
 
     def is_closing(self) -> bool:
         return self._closing
@@ -140,14 +172,15 @@ async def run(one: One, requests: int, concurrency: int) -> None:
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def main(variants: list[str], concurrency: int, requests: int, rounds: int) -> None:
+async def main(variants: list[str], concurrency: int, requests: int, rounds: int, path: str) -> None:
     loop = asyncio.get_running_loop()
     loop.create_connection = types.MethodType(fake_create_connection, loop)  # type: ignore[method-assign]
     with socket.socket() as listener:  # aiohttp connects before it creates the connection
         listener.bind(("127.0.0.1", 0))
         listener.listen(1024)
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}/small.json"
-        built = {v: await build(v, url) for v in variants}
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}{PATHS[path]}"
+        # `courier@revalidate` and the like: that variant on another path, interleaved with the rest.
+        built = {v: await build(v.partition("@")[0], at_path(url, v.partition("@")[2])) for v in variants}
         for one, _ in built.values():
             await run(one, 2_000, concurrency)  # warm up
         us: dict[str, list[float]] = {v: [] for v in variants}
@@ -159,7 +192,9 @@ async def main(variants: list[str], concurrency: int, requests: int, rounds: int
         for _, close in built.values():
             await close()
     base = statistics.median(us["aiohttp"]) if "aiohttp" in us else None
-    print(f"\nc={concurrency}, {requests} requests x {rounds} rounds, client CPU per request (median)\n")
+    print(
+        f"\n{path}, c={concurrency}, {requests} requests x {rounds} rounds, client CPU per request (median)\n"
+    )
     print("| client | us/request | vs aiohttp |")
     print("|---|---:|---:|")
     for v in variants:
@@ -175,7 +210,13 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--requests", type=int, default=5_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--body",
+        choices=sorted(PATHS),
+        default="small",
+        help="small JSON, 100 KiB (no-store), or 100 KiB revalidated by a 304 every time",
+    )
     args = parser.parse_args()
     logger.remove()
     logger.add(sys.stderr, level="INFO")  # what a bot runs with: the DEBUG line per request is filtered
-    asyncio.run(main(args.variants.split(","), args.concurrency, args.requests, args.rounds))
+    asyncio.run(main(args.variants.split(","), args.concurrency, args.requests, args.rounds, args.body))
