@@ -241,9 +241,7 @@ class Pipeline:
         if entry is not None and fresh:
             cache.hits += 1
             return cache.response(entry, request, "hit")
-        validators = cache.conditional_headers(entry) if entry is not None else {}
-        if validators:
-            request.headers.update(validators)
+        validators = entry is not None and cache.add_validators(request, entry)
         response = await self.attempts(client, request, send_options, stream=False, call=call)
         if key is not None and entry is not None and validators and response.status_code == 304:
             cache.revalidated += 1

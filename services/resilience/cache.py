@@ -20,16 +20,16 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
 
-from services.headers import header_names
+from services.headers import HEADER_NAMES, header_names
 from services.state import CacheTier
 from services.state.local import NoCacheTier
 from services.stats import CacheStats
-from services.transport.httpx_glue import header_list
+from services.transport.httpx_glue import RawHeaders, build_response, header_list, set_content
 
 # A shared entry's format; a reader skips any other (an older or newer process sharing the Redis).
 SHARED_FORMAT = 1
@@ -38,8 +38,10 @@ MIN_SHARED_TTL = 1.0
 CACHEABLE_STATUSES = frozenset({200, 203, 300, 301, 404, 410})
 # Headers that describe the bytes on the wire, not the decoded body we keep.
 _WIRE_HEADERS = frozenset(
-    {"content-encoding", "content-length", "transfer-encoding", "connection", "keep-alive"}
+    {b"content-encoding", b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
 )
+# What freshness is computed from (RFC 9111 §4.2), read from a stored entry's headers.
+_FRESHNESS_HEADERS = frozenset({b"cache-control", b"expires", b"date", b"age"})
 # Request headers that mean the caller manages validation or asks for part of a body itself.
 _CONDITIONAL = frozenset(
     {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range", b"range"}
@@ -58,6 +60,24 @@ def _raw_headers(headers: httpx.Headers, wanted: frozenset[bytes]) -> dict[bytes
 
 
 _KEY_HEADERS = _CONDITIONAL | {b"cache-control", b"authorization", b"cookie"}
+_REQUEST_CACHE_CONTROL = frozenset({b"cache-control"})
+_VALIDATOR_NAMES = frozenset({b"etag", b"last-modified"})
+# str(httpx.URL) re-serializes on every call; the service reuses one parsed URL per URL string, so
+# the text is kept per URL object (held here, so its id can't be reused while cached).
+_URL_TEXT_SIZE = 256
+_url_texts: dict[int, tuple[httpx.URL, str]] = {}
+
+
+def _url_text(url: httpx.URL) -> str:
+    """`str(url)`, remembered for the URL objects seen most recently."""
+    known = _url_texts.get(id(url))
+    if known is not None and known[0] is url:
+        return known[1]
+    text = str(url)
+    if len(_url_texts) >= _URL_TEXT_SIZE:
+        _url_texts.clear()
+    _url_texts[id(url)] = (url, text)
+    return text
 
 
 def parse_cache_control(value: str | None) -> dict[str, str | None]:
@@ -85,7 +105,7 @@ def _http_date(value: str | None) -> float | None:
         return None
 
 
-def freshness_lifetime(headers: httpx.Headers, directives: dict[str, str | None]) -> float:
+def freshness_lifetime(headers: Mapping[str, str], directives: dict[str, str | None]) -> float:
     """RFC 9111 §4.2.1 for a private cache: max-age, else Expires minus Date; 0 when unknown."""
     max_age = _seconds(directives.get("max-age"))
     if max_age is not None:
@@ -99,24 +119,69 @@ def freshness_lifetime(headers: httpx.Headers, directives: dict[str, str | None]
 
 @dataclass(slots=True)
 class CacheEntry:
-    """A stored response: decoded body, headers without wire framing, and when it goes stale."""
+    """A stored response: decoded body, headers without wire framing, and when it goes stale.
+
+    Headers are kept in httpx's own layout (raw name, lowercased name, value), so a hit or a
+    revalidation builds its response without re-normalizing them, and the validators are ready-made
+    request headers.
+    """
 
     status: int
-    headers: list[tuple[str, str]]
+    raw_headers: RawHeaders
     body: bytes
     fresh_until: float
     vary: tuple[tuple[str, str | None], ...]
     size: int
+    names: frozenset[bytes] = frozenset()
+    validators: tuple[tuple[bytes, bytes, bytes], ...] = ()
+
+    def __post_init__(self) -> None:
+        self.names = frozenset(lowered for _, lowered, _ in self.raw_headers)
+        self.validators = _validators(self.raw_headers)
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """(lowercased name, value) pairs, as text."""
+        return [
+            (lowered.decode("latin-1"), value.decode("latin-1")) for _, lowered, value in self.raw_headers
+        ]
 
     @property
     def etag(self) -> str | None:
         """The validator for If-None-Match."""
-        return next((v for k, v in self.headers if k == "etag"), None)
+        return _first(self.raw_headers, b"etag")
 
     @property
     def last_modified(self) -> str | None:
         """The validator for If-Modified-Since."""
-        return next((v for k, v in self.headers if k == "last-modified"), None)
+        return _first(self.raw_headers, b"last-modified")
+
+
+def _first(headers: RawHeaders, name: bytes) -> str | None:
+    for _, lowered, value in headers:
+        if lowered == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _validators(headers: RawHeaders) -> tuple[tuple[bytes, bytes, bytes], ...]:
+    """The conditional request headers that revalidate a response with `headers` (RFC 9110 §13.1)."""
+    found = []
+    for _, lowered, value in headers:
+        if lowered == b"etag":
+            found.append((b"If-None-Match", b"if-none-match", value))
+        elif lowered == b"last-modified":
+            found.append((b"If-Modified-Since", b"if-modified-since", value))
+    return tuple(found)
+
+
+def _freshness_inputs(headers: RawHeaders) -> dict[str, str]:
+    """The first value of each header freshness depends on, as a small mapping."""
+    found: dict[str, str] = {}
+    for _, lowered, value in headers:
+        if lowered in _FRESHNESS_HEADERS:
+            found.setdefault(lowered.decode("latin-1"), value.decode("latin-1"))
+    return found
 
 
 class ResponseCache:
@@ -172,7 +237,7 @@ class ResponseCache:
         found = self._admitted(request)
         if found is None:
             return None
-        key = str(request.url)
+        key = _url_text(request.url)
         credentials = found.get(b"authorization") or found.get(b"cookie")
         if credentials:
             key += "#" + hashlib.sha256(credentials).hexdigest()
@@ -184,21 +249,30 @@ class ResponseCache:
             entry = self._entries.get(key)
             if entry is None:
                 return None, False
-            if any(request.headers.get(name) != value for name, value in entry.vary):
+            if entry.vary and any(request.headers.get(name) != value for name, value in entry.vary):
                 return None, False
             self._entries.move_to_end(key)
-        request_cc = parse_cache_control(request.headers.get("cache-control"))
-        forced = "no-cache" in request_cc or request_cc.get("max-age") == "0"
-        return entry, not forced and self._clock() < entry.fresh_until
+        request_cc = _raw_headers(request.headers, _REQUEST_CACHE_CONTROL).get(b"cache-control")
+        if request_cc is not None:
+            directives = parse_cache_control(request_cc.decode("latin-1"))
+            if "no-cache" in directives or directives.get("max-age") == "0":
+                return entry, False
+        return entry, self._clock() < entry.fresh_until
 
     def conditional_headers(self, entry: CacheEntry) -> dict[str, str]:
         """Validators to revalidate `entry` with; empty when it has none."""
-        headers = {}
-        if entry.etag is not None:
-            headers["If-None-Match"] = entry.etag
-        if entry.last_modified is not None:
-            headers["If-Modified-Since"] = entry.last_modified
-        return headers
+        return {name.decode(): value.decode("latin-1") for name, _, value in entry.validators}
+
+    @staticmethod
+    def add_validators(request: httpx.Request, entry: CacheEntry) -> bool:
+        """Make `request` conditional on `entry`'s validators; False when it has none.
+
+        Appended in httpx's layout: admitted requests carry no conditional header of their own.
+        """
+        if not entry.validators:
+            return False
+        header_list(request.headers).extend(entry.validators)
+        return True
 
     @staticmethod
     def storable(response: httpx.Response) -> bool:
@@ -220,14 +294,17 @@ class ResponseCache:
         if "no-store" in directives or "*" in vary_names:
             return
         lifetime = 0.0 if "no-cache" in directives else freshness_lifetime(response.headers, directives)
-        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _WIRE_HEADERS]
+        body = response.content
+        kept = [header for header in header_list(response.headers) if header[1] not in _WIRE_HEADERS]
+        # What httpx.Response(content=...) used to add for a cached body; described in its decoded form.
+        kept.append((b"Content-Length", b"content-length", str(len(body)).encode()))
         entry = CacheEntry(
             status=response.status_code,
-            headers=[(k.lower(), v) for k, v in headers],
-            body=response.content,
+            raw_headers=kept,
+            body=body,
             fresh_until=self._clock() + lifetime - (_seconds(response.headers.get("age")) or 0),
             vary=tuple((name, request.headers.get(name)) for name in vary_names),
-            size=len(response.content) + sum(len(k) + len(v) for k, v in headers),
+            size=len(body) + sum(len(name) + len(value) for _, name, value in kept),
         )
         if entry.fresh_until <= self._clock() and entry.etag is None and entry.last_modified is None:
             return  # stale at once and impossible to revalidate: useless
@@ -248,6 +325,19 @@ class ResponseCache:
                 _, evicted = self._entries.popitem(last=False)
                 self._bytes -= evicted.size
 
+    def _resize(self, key: str, entry: CacheEntry) -> None:
+        """Recount a stored entry whose headers changed; it stays where lookup() moved it."""
+        size = len(entry.body) + sum(len(name) + len(value) for _, name, value in entry.raw_headers)
+        if size == entry.size:
+            return
+        with self._lock:
+            if self._entries.get(key) is not entry:
+                return  # evicted or replaced meanwhile
+            self._bytes += size - entry.size
+            entry.size = size
+        if self._bytes > self.max_bytes:
+            self._put(key, entry)  # evicts as a store would
+
     def discard(self, key: str) -> None:
         """Forget `key`."""
         with self._lock:
@@ -257,25 +347,34 @@ class ResponseCache:
 
     def freshen(self, key: str, entry: CacheEntry, not_modified: httpx.Response) -> None:
         """Update a stored entry from a 304 (RFC 9111 §4.3.4) and restart its freshness."""
-        updates = {k.lower(): v for k, v in not_modified.headers.items() if k.lower() not in _WIRE_HEADERS}
-        headers = [(k, v) for k, v in entry.headers if k not in updates] + list(updates.items())
-        merged = httpx.Headers(headers)
-        directives = parse_cache_control(merged.get("cache-control"))
-        lifetime = 0.0 if "no-cache" in directives else freshness_lifetime(merged, directives)
-        entry.headers = headers
-        entry.fresh_until = self._clock() + lifetime - (_seconds(merged.get("age")) or 0)
-        self._put(key, entry)
+        # Worked on httpx's header lists as they are: a revalidation should cost less than the fetch it saves.
+        updates = [h for h in header_list(not_modified.headers) if h[1] not in _WIRE_HEADERS]
+        if updates:
+            updated = {lowered for _, lowered, _ in updates}
+            kept = [h for h in entry.raw_headers if h[1] not in updated]
+            entry.raw_headers = kept + updates
+            if not updated <= entry.names:
+                entry.names = entry.names | updated
+            if not updated.isdisjoint(_VALIDATOR_NAMES):
+                entry.validators = _validators(entry.raw_headers)
+        inputs = _freshness_inputs(entry.raw_headers)
+        directives = parse_cache_control(inputs.get("cache-control"))
+        lifetime = 0.0 if "no-cache" in directives else freshness_lifetime(inputs, directives)
+        entry.fresh_until = self._clock() + lifetime - (_seconds(inputs.get("age")) or 0)
+        if updates:
+            self._resize(key, entry)
         self._share(key, entry)
 
     def response(self, entry: CacheEntry, request: httpx.Request, how: str) -> httpx.Response:
-        """A fresh `httpx.Response` built from `entry`; `extensions['cache']` says `hit` or `revalidated`."""
-        response = httpx.Response(
-            entry.status,
-            headers=entry.headers,
-            content=entry.body,
-            request=request,
-            extensions={"cache": how},
+        """A fresh `httpx.Response` built from `entry`; `extensions['cache']` says `hit` or `revalidated`.
+
+        The stored body is handed over as it is (bytes are immutable): no copy, no decoder pass.
+        """
+        extensions = {"cache": how, HEADER_NAMES: entry.names}
+        response = build_response(
+            entry.status, list(entry.raw_headers), httpx.ByteStream(entry.body), request, extensions
         )
+        set_content(response, entry.body)
         response.elapsed = datetime.timedelta(0)
         return response
 
@@ -342,7 +441,10 @@ def decode_entry(blob: bytes, request: httpx.Request, now: float) -> CacheEntry 
         if any(_digest(value) != digest for (_, value), (_, digest) in zip(vary, head["vary"], strict=True)):
             return None
         ttl = float(head["expires"]) - time.time()
-        headers = [(str(k), str(v)) for k, v in head["headers"]]
+        raw_headers = [
+            (name.encode("latin-1"), name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in ((str(k), str(v)) for k, v in head["headers"])
+        ]
         status = int(head["status"])
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
@@ -351,9 +453,9 @@ def decode_entry(blob: bytes, request: httpx.Request, now: float) -> CacheEntry 
     body = blob[4 + size :]
     return CacheEntry(
         status=status,
-        headers=headers,
+        raw_headers=raw_headers,
         body=body,
         fresh_until=now + ttl,
         vary=vary,
-        size=len(body) + sum(len(k) + len(v) for k, v in headers),
+        size=len(body) + sum(len(name) + len(value) for _, name, value in raw_headers),
     )

@@ -91,3 +91,22 @@ def test_freshness_from_expires_minus_date():
         "no-cache": None,
         "private": "x",
     }
+
+
+def test_cache_response_hands_over_the_stored_body_and_headers_as_they_were():
+    cache = ResponseCache(10, 1_000_000)
+    request, response = fetched(
+        "https://x.test/", b"z" * 100_000, cache_control="max-age=60", etag='"a"', content_type="x/y"
+    )
+    cache.store("k", request, response)
+    entry, fresh = cache.lookup("k", request)
+    assert entry is not None and fresh
+    served = cache.response(entry, request, "hit")
+    assert served.content is entry.body  # no copy of a 100 KB body per hit or revalidation
+    assert served.headers["content-type"] == "x/y" and served.headers["content-length"] == "100000"
+    assert served.headers.raw[0] == (b"cache-control", b"max-age=60")
+    served.headers["x-caller"] = "changed"  # a caller's edit stays out of the store
+    assert "x-caller" not in cache.response(entry, request, "hit").headers
+    revalidating = httpx.Request("GET", "https://x.test/")
+    assert cache.add_validators(revalidating, entry)
+    assert revalidating.headers["if-none-match"] == '"a"'

@@ -63,3 +63,18 @@ async def test_cache_keys_by_credentials(fast, fault_server):
     await http_client.get(url, headers={"Authorization": "token b"})
     await http_client.get(url, headers={"Authorization": "token a"})
     assert fault_server.hits["/me"] == 2
+
+
+async def test_cache_revalidation_takes_the_304s_headers_and_its_freshness(fast, fault_server):
+    first = {"ETag": '"v1"', "Cache-Control": "no-cache", "Content-Type": "text/plain", "X-Version": "1"}
+    renewed = {"ETag": '"v1"', "Cache-Control": "max-age=60", "X-Version": "2"}
+    url = fault_server.route("/renew", reply(200, b"body-v1", first), reply(304, headers=renewed))
+    await http_client.get(url)
+    again = await http_client.get(url)
+    assert again.extensions["cache"] == "revalidated"
+    assert (again.headers["x-version"], again.headers["content-type"]) == ("2", "text/plain")
+    assert again.headers["content-length"] == "7" and again.text == "body-v1"
+    third = await http_client.get(url)  # fresh for 60 s now: no request
+    assert third.extensions["cache"] == "hit" and third.headers["x-version"] == "2"
+    assert fault_server.hits["/renew"] == 2
+    assert [s.headers.get("if-none-match") for s in fault_server.seen] == [None, '"v1"']
