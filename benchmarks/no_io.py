@@ -191,7 +191,8 @@ async def main(variants: list[str], concurrency: int, requests: int, rounds: int
                 us[v].append((time.process_time() - cpu) / requests * 1e6)
         for _, close in built.values():
             await close()
-    base = statistics.median(us["aiohttp"]) if "aiohttp" in us else None
+    bases = [v for v in variants if v.partition("@")[0] == "aiohttp"]
+    base = statistics.median(us[bases[0]]) if bases else None
     print(
         f"\n{path}, c={concurrency}, {requests} requests x {rounds} rounds, client CPU per request (median)\n"
     )
