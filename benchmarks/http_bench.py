@@ -153,7 +153,8 @@ async def make_courier(
 
     logger.remove()
     logger.add(sys.stderr, level="INFO")  # what a bot runs with: DEBUG request lines filtered
-    pool = {"HTTP_MAX_KEEPALIVE_CONNECTIONS": str(POOL)}
+    # Every client gets the same pool: without a per-host setting, Courier's bulkhead gives one host half.
+    pool = {"HTTP_MAX_KEEPALIVE_CONNECTIONS": str(POOL), "HTTP_MAX_CONNECTIONS_PER_HOST": str(POOL)}
     service = HTTPClient(HTTPSettings.from_env({"HTTP_CA_BUNDLE": ca, **pool, **env}))
 
     async def one() -> int:

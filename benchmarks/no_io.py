@@ -52,6 +52,8 @@ NOT_MODIFIED = (
 )
 PATHS = {"small": "/small.json", "large": "/large.bin", "revalidate": "/etag.bin"}
 One = Callable[[], Awaitable[int]]
+# aiohttp's pool: 100 connections, all kept alive, one host may use them all (Courier's bulkhead gives half).
+POOL = {"HTTP_MAX_KEEPALIVE_CONNECTIONS": "100", "HTTP_MAX_CONNECTIONS_PER_HOST": "100"}
 
 
 def at_path(url: str, body: str) -> str:
@@ -132,7 +134,7 @@ async def fake_create_connection(
 
 async def build(variant: str, url: str) -> tuple[One, Callable[[], Awaitable[None]]]:
     if variant in ("courier", "courier-no-cache"):
-        env = {"HTTP_MAX_KEEPALIVE_CONNECTIONS": "100", "HTTP_CACHE": str(variant == "courier").lower()}
+        env = {**POOL, "HTTP_CACHE": str(variant == "courier").lower()}
         service = HTTPClient(HTTPSettings.from_env(env))
 
         async def get() -> int:
@@ -140,7 +142,7 @@ async def build(variant: str, url: str) -> tuple[One, Callable[[], Awaitable[Non
 
         return get, service.close
     if variant == "transport":  # FastTransport.fetch with a request built as the service builds it
-        service = HTTPClient(HTTPSettings.from_env({"HTTP_MAX_KEEPALIVE_CONNECTIONS": "100"}))
+        service = HTTPClient(HTTPSettings.from_env(POOL))
         client = await service.get_client()
         transport = client._transport
         assert isinstance(transport, FastTransport)
