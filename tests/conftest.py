@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -12,6 +13,7 @@ from aiohttp import web
 from bot.event_loop import LoopFactory, loop_factory, read_event_loop
 from services.config import HTTPSettings, SettingsError
 from services.http_client import http_client
+from tests.redis_server import RedisServer, need_redis_server
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ServerFactory = Callable[[dict[str, Handler]], Awaitable[str]]
@@ -76,3 +78,22 @@ async def local_server() -> AsyncIterator[ServerFactory]:
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A started redis-server, stopped after the test."""
+    need_redis_server()
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def idle_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server set up but not started (nothing listens on its port yet)."""
+    need_redis_server()
+    server = RedisServer(tmp_path, password="s3cret-pw")
+    yield server
+    server.stop()

@@ -14,9 +14,6 @@ import pytest
 from bot.bot import Courier
 from bot.config import BotSettings
 from tests.bot.fake_discord import TOKEN, WAIT_TIMEOUT, FakeDiscord
-from tests.services.state.conftest import redis_server
-
-__all__ = ["redis_server"]  # the shared-state tests' real redis-server, for the sharded end-to-end test
 
 # discord.py waits this long for GUILD_CREATEs after READY; the fake sends none.
 GUILD_READY_TIMEOUT = 0.05

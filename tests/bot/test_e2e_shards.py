@@ -20,7 +20,7 @@ from tests.bot.test_e2e_process import (
     exit_code,
 )
 from tests.conftest import ServerFactory
-from tests.services.state.conftest import RedisServer
+from tests.redis_server import RedisServer
 
 SHARDS = 2
 

@@ -18,8 +18,9 @@ from aiohttp import web
 
 from services.errors import UpstreamRateLimitedError
 from services.http_client import http_client
+from tests.redis_server import RedisServer
 from tests.services.conftest import FAST
-from tests.services.state.conftest import RedisServer, eventually
+from tests.services.state.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[3]
 # Three interpreters importing redis-py, and a Redis restart, on a shared 2-core machine.

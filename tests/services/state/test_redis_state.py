@@ -13,8 +13,9 @@ from loguru import logger
 from services.config import HostLimit, HTTPSettings
 from services.errors import CircuitOpenError, RateLimitedError, UpstreamRateLimitedError
 from services.http_client import HTTPClient, http_client
+from tests.redis_server import RedisServer
 from tests.services.conftest import FAST, Seen, reply
-from tests.services.state.conftest import RedisServer, eventually
+from tests.services.state.conftest import eventually
 
 Make = Callable[..., HTTPClient]
 
