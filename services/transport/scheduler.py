@@ -129,6 +129,11 @@ class SlotScheduler(Generic[K, P]):
     sequence of their oldest waiter, so a freed slot goes to the oldest waiter whose origin is under
     its limit, whatever origin freed it. Every step costs O(1), or O(log origins with waiters) when
     the whole pool is busy; no step looks at every queued request.
+
+    An origin's learned (adaptive) limit binds only while another origin holds or waits for a slot:
+    it exists to leave room for the others, and with nobody else using the pool it would only make the
+    lone origin's requests queue (on a loop the client itself saturates, its latency climbs with its own
+    concurrency, and Gradient2 can't tell that from a slow origin). Alone, an origin is held to its share.
     """
 
     def __init__(
@@ -149,7 +154,16 @@ class SlotScheduler(Generic[K, P]):
         self._grant = grant
         self._origins: dict[K, _Origin[K, P]] = {}
         self._ready: list[tuple[int, K]] = []
+        # Origins left out of the ready heap at their learned limit: when the pool's other users go
+        # idle, that limit stops binding and they are listed again.
+        self._limited: dict[K, None] = {}
         self._seq = 0
+
+    def _cap(self, st: _Origin[K, P]) -> int:
+        """The slots `st` may hold now: its learned limit while others use the pool, else its share."""
+        if self.busy != st.busy or self.queued != st.live:
+            return st.limit
+        return self.per_origin
 
     def _origin(self, key: K) -> _Origin[K, P]:
         st = self._origins.get(key)
@@ -165,7 +179,9 @@ class SlotScheduler(Generic[K, P]):
         if st is None:
             st = self._origin(key)
         # After every step no waiter could take a slot, so a free one here bypasses no one.
-        if st.live or st.busy >= st.limit or self.busy >= self.capacity:
+        if st.live or self.busy >= self.capacity:
+            return False
+        if st.busy >= st.limit and (st.busy >= self.per_origin or self.busy != st.busy or self.queued):
             return False
         st.busy += 1
         self.busy += 1
@@ -184,9 +200,11 @@ class SlotScheduler(Generic[K, P]):
         st.queue.append(ticket)
         st.live += 1
         self.queued += 1
-        if st.busy < st.limit:
+        if st.busy < self._cap(st):
             self._list_ready(st)
             self._dispatch()
+        else:
+            self._limited[key] = None
         return ticket
 
     @staticmethod
@@ -210,6 +228,8 @@ class SlotScheduler(Generic[K, P]):
             st.queue = deque(t for t in queue if t.state == WAITING)
         if not st.live and not st.busy:
             self._maybe_forget(st)
+            if self.queued and self._limited:
+                self._relist_limited()
 
     def release(self, key: K, rtt: float | None = None) -> None:
         """Give back a slot of `key`, learning from `rtt` (seconds the exchange took) if given."""
@@ -219,14 +239,31 @@ class SlotScheduler(Generic[K, P]):
         st.busy -= 1
         self.busy -= 1
         if st.live:
-            if st.busy < st.limit:
+            if st.busy < self._cap(st):
                 self._list_ready(st)
+            else:
+                self._limited[key] = None
             self._dispatch()
             return
+        if self._limited:
+            self._limited.pop(key, None)  # nothing of this origin waits
+            if self.queued and not st.busy:
+                self._relist_limited()  # this origin went idle: the ones left may be alone now
         if self.queued:
             self._dispatch()
         if not st.busy and len(self._origins) > MAX_IDLE_ORIGINS:
             self._maybe_forget(st)
+
+    def _relist_limited(self) -> None:
+        """List again the limited origins whose cap rose (the pool's other users went idle)."""
+        for key in list(self._limited):
+            st = self._origins.get(key)
+            if st is None or not st.live:
+                del self._limited[key]
+            elif st.busy < self._cap(st):
+                del self._limited[key]
+                self._list_ready(st)
+        self._dispatch()
 
     def _list_ready(self, st: _Origin[K, P]) -> None:
         if st.heap_seq < 0:
@@ -243,7 +280,10 @@ class SlotScheduler(Generic[K, P]):
             if st is None or st.heap_seq != seq:
                 continue  # a stale listing
             st.heap_seq = -1
-            if not st.live or st.busy >= st.limit:
+            if not st.live:
+                continue
+            if st.busy >= self._cap(st):
+                self._limited[key] = None
                 continue
             head = st.queue[0]
             if head.seq != seq:  # its listed head was cancelled: list it again in its true place
@@ -258,8 +298,11 @@ class SlotScheduler(Generic[K, P]):
             st.busy += 1
             self.busy += 1
             head.state = GRANTED
-            if st.live and st.busy < st.limit:
-                self._list_ready(st)
+            if st.live:
+                if st.busy < self._cap(st):
+                    self._list_ready(st)
+                else:
+                    self._limited[key] = None
             self._grant(head)
 
     def _maybe_forget(self, st: _Origin[K, P]) -> None:
@@ -272,23 +315,25 @@ class SlotScheduler(Generic[K, P]):
         for ticket in waiting:
             self.cancel(ticket)
         self._ready.clear()
+        self._limited.clear()
         for st in self._origins.values():
             st.heap_seq = -1
         return waiting
 
     def snapshot(self) -> dict[K, SlotCounts]:
-        """Per origin: slots held, requests queued, current limit, requests shed so far."""
-        return {key: SlotCounts(st.busy, st.live, st.limit, st.shed) for key, st in self._origins.items()}
+        """Per origin: slots held, requests queued, the limit binding now, requests shed so far."""
+        cap = self._cap
+        return {key: SlotCounts(st.busy, st.live, cap(st), st.shed) for key, st in self._origins.items()}
 
     def snapshot_of(self, key: K) -> SlotCounts:
         """One origin's figures, as in `snapshot`."""
         st = self._origin(key)
-        return SlotCounts(st.busy, st.live, st.limit, st.shed)
+        return SlotCounts(st.busy, st.live, self._cap(st), st.shed)
 
     def limit_of(self, key: K) -> int:
         """The number of slots `key` may hold now."""
         st = self._origins.get(key)
-        return self.per_origin if st is None else st.limit
+        return self.per_origin if st is None else self._cap(st)
 
     def queued_for(self, key: K) -> int:
         """How many requests for `key` are waiting."""

@@ -255,3 +255,42 @@ def test_scheduler_forgets_idle_origins_past_a_bound() -> None:
         model.arrive(f"host{i}")
         model.release(0, 0.01)
     assert len(model.sched._origins) <= MAX_IDLE_ORIGINS + 1
+
+
+def slow_down(model: Model, key: str, held: int) -> None:
+    """Teach `key`'s limiter that it is slow while `held` of its requests are in flight."""
+    for _ in range(held):
+        model.arrive(key)
+    for _ in range(200):
+        fast = model.sched._origins[key].limiter.samples < 20
+        model.release(model.holding.index(key), rtt=0.01 if fast else 2.0)
+        model.arrive(key)
+
+
+def test_scheduler_lets_a_lone_origin_use_its_whole_share_whatever_it_learned() -> None:
+    model = make(40, 40, adaptive=True)
+    slow_down(model, HOG, 40)
+    assert model.sched._origins[HOG].limit < 20  # it learned that it is slow...
+    assert model.holding.count(HOG) == 40  # ...but nobody else wants a slot: nothing queued
+    assert model.sched.queued == 0
+    assert model.sched.snapshot()[HOG].limit == 40
+
+
+def test_scheduler_holds_a_slow_origin_to_its_learned_limit_while_others_use_the_pool() -> None:
+    model = make(40, 40, adaptive=True)
+    slow_down(model, HOG, 40)
+    learned = model.sched._origins[HOG].limit
+    model.release(model.holding.index(HOG))
+    model.arrive("a")  # another origin takes the freed slot
+    assert model.holding.count("a") == 1
+    while model.holding.count(HOG) > learned - 1:
+        model.release(model.holding.index(HOG))
+    model.arrive(HOG)
+    model.arrive(HOG)  # the second one is past the learned limit: it waits though slots are free
+    assert model.holding.count(HOG) == learned
+    assert model.sched.queued_for(HOG) == 1
+    assert model.sched.snapshot()[HOG].limit == learned
+    model.release(model.holding.index("a"))  # the other origin goes idle: the waiter gets its slot
+    assert model.sched.queued_for(HOG) == 0
+    assert model.holding.count(HOG) == learned + 1
+    model.check()
