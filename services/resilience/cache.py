@@ -13,7 +13,6 @@ bare client, against 17 µs and 25 µs here.
 
 from __future__ import annotations
 
-import datetime
 import email.utils
 import hashlib
 import json
@@ -29,7 +28,7 @@ from services.headers import HEADER_NAMES, header_names
 from services.state import CacheTier
 from services.state.local import NoCacheTier
 from services.stats import CacheStats
-from services.transport.httpx_glue import RawHeaders, build_response, header_list, set_content
+from services.transport.httpx_glue import RawHeaders, build_read_response, header_list
 
 # A shared entry's format; a reader skips any other (an older or newer process sharing the Redis).
 SHARED_FORMAT = 1
@@ -134,6 +133,10 @@ class CacheEntry:
     size: int
     names: frozenset[bytes] = frozenset()
     validators: tuple[tuple[bytes, bytes, bytes], ...] = ()
+    # The header fields of the last 304 applied, and the seconds it left the entry fresh for (None when
+    # that depends on when the answer came): a 304 with the same fields changes nothing but freshness.
+    last_304: RawHeaders | None = None
+    lifetime: float | None = None
 
     def __post_init__(self) -> None:
         self.names = frozenset(lowered for _, lowered, _ in self.raw_headers)
@@ -173,6 +176,13 @@ def _validators(headers: RawHeaders) -> tuple[tuple[bytes, bytes, bytes], ...]:
         elif lowered == b"last-modified":
             found.append((b"If-Modified-Since", b"if-modified-since", value))
     return tuple(found)
+
+
+def _counts_from_receipt(inputs: Mapping[str, str], directives: dict[str, str | None]) -> bool:
+    """Whether freshness is Expires minus the time of receipt, for want of a usable Date (RFC 9111 §4.2.1)."""
+    if "no-cache" in directives or _seconds(directives.get("max-age")) is not None or "expires" not in inputs:
+        return False
+    return _http_date(inputs.get("date")) is None
 
 
 def _freshness_inputs(headers: RawHeaders) -> dict[str, str]:
@@ -347,8 +357,18 @@ class ResponseCache:
 
     def freshen(self, key: str, entry: CacheEntry, not_modified: httpx.Response) -> None:
         """Update a stored entry from a 304 (RFC 9111 §4.3.4) and restart its freshness."""
-        # Worked on httpx's header lists as they are: a revalidation should cost less than the fetch it saves.
-        updates = [h for h in header_list(not_modified.headers) if h[1] not in _WIRE_HEADERS]
+        received = header_list(not_modified.headers)
+        if entry.lifetime is not None and received == entry.last_304:
+            # The fields the last 304 brought (a server's 304s differ in Date, once a second): applying
+            # them again leaves the entry as it is, so only its freshness restarts.
+            entry.fresh_until = self._clock() + entry.lifetime
+        else:
+            self._update(key, entry, received)
+        self._share(key, entry)
+
+    def _update(self, key: str, entry: CacheEntry, received: RawHeaders) -> None:
+        """Replace the entry's fields with a 304's (RFC 9111 §3.2) and compute its freshness again."""
+        updates = [h for h in received if h[1] not in _WIRE_HEADERS]
         if updates:
             updated = {lowered for _, lowered, _ in updates}
             kept = [h for h in entry.raw_headers if h[1] not in updated]
@@ -360,23 +380,21 @@ class ResponseCache:
         inputs = _freshness_inputs(entry.raw_headers)
         directives = parse_cache_control(inputs.get("cache-control"))
         lifetime = 0.0 if "no-cache" in directives else freshness_lifetime(inputs, directives)
-        entry.fresh_until = self._clock() + lifetime - (_seconds(inputs.get("age")) or 0)
+        lifetime -= _seconds(inputs.get("age")) or 0
+        entry.fresh_until = self._clock() + lifetime
+        entry.last_304 = list(received)
+        entry.lifetime = None if _counts_from_receipt(inputs, directives) else lifetime
         if updates:
             self._resize(key, entry)
-        self._share(key, entry)
 
     def response(self, entry: CacheEntry, request: httpx.Request, how: str) -> httpx.Response:
         """A fresh `httpx.Response` built from `entry`; `extensions['cache']` says `hit` or `revalidated`.
 
-        The stored body is handed over as it is (bytes are immutable): no copy, no decoder pass.
+        The stored body is handed over as it is (bytes are immutable): no copy, no decoder pass; the
+        headers are a copy, so a caller's edit stays out of the store.
         """
         extensions = {"cache": how, HEADER_NAMES: entry.names}
-        response = build_response(
-            entry.status, list(entry.raw_headers), httpx.ByteStream(entry.body), request, extensions
-        )
-        set_content(response, entry.body)
-        response.elapsed = datetime.timedelta(0)
-        return response
+        return build_read_response(entry.status, list(entry.raw_headers), entry.body, request, extensions)
 
     def _share(self, key: str, entry: CacheEntry) -> None:
         """Offer a fresh entry to the second tier, unless it must stay with this process."""

@@ -110,3 +110,64 @@ def test_cache_response_hands_over_the_stored_body_and_headers_as_they_were():
     revalidating = httpx.Request("GET", "https://x.test/")
     assert cache.add_validators(revalidating, entry)
     assert revalidating.headers["if-none-match"] == '"a"'
+
+
+def not_modified(request: httpx.Request, *headers: tuple[str, str]) -> httpx.Response:
+    return httpx.Response(304, headers=[*headers, ("Connection", "keep-alive")], request=request)
+
+
+def test_cache_freshen_restarts_freshness_when_a_304_repeats_the_last_one():
+    clock = Clock()
+    cache = ResponseCache(10, 10_000, clock=clock)
+    request, response = fetched("https://x.test/", b"body", etag='"a"', cache_control="no-cache", x_v="1")
+    cache.store("k", request, response)
+    entry, _ = cache.lookup("k", request)
+    assert entry is not None
+    renewed = (("ETag", '"a"'), ("Cache-Control", "max-age=60"), ("Age", "10"), ("X-V", "2"))
+    cache.freshen("k", entry, not_modified(request, *renewed))
+    assert entry.fresh_until == 1050.0
+    headers = entry.raw_headers
+    clock.now += 100
+    assert cache.lookup("k", request)[1] is False
+    cache.freshen("k", entry, not_modified(request, *renewed))  # the same fields: only freshness moves
+    assert entry.fresh_until == 1150.0 and entry.raw_headers == headers
+    assert cache.lookup("k", request)[1] is True
+    assert cache.response(entry, request, "revalidated").headers["x-v"] == "2"
+
+
+def test_cache_freshen_takes_a_304_that_differs_from_the_last_one():
+    clock = Clock()
+    cache = ResponseCache(10, 10_000, clock=clock)
+    request, response = fetched("https://x.test/", b"body", etag='"a"', cache_control="no-cache")
+    cache.store("k", request, response)
+    entry, _ = cache.lookup("k", request)
+    assert entry is not None
+    cache.freshen("k", entry, not_modified(request, ("ETag", '"a"'), ("Cache-Control", "no-cache")))
+    cache.freshen("k", entry, not_modified(request, ("ETag", '"a"'), ("Cache-Control", "no-cache")))
+    # RFC 9111 §3.2: each field of the 304 replaces the stored one, validators included.
+    cache.freshen("k", entry, not_modified(request, ("ETag", '"b"'), ("Cache-Control", "max-age=30")))
+    assert entry.fresh_until == 1030.0
+    revalidating = httpx.Request("GET", "https://x.test/")
+    cache.add_validators(revalidating, entry)
+    assert revalidating.headers["if-none-match"] == '"b"'
+    served = cache.response(entry, request, "revalidated")
+    assert served.headers.get_list("etag") == ['"b"'] and served.headers["cache-control"] == "max-age=30"
+    assert "connection" not in served.headers and served.headers["content-length"] == "4"
+
+
+def test_cache_freshen_counts_expires_without_date_from_each_304s_arrival(monkeypatch):
+    clock = Clock()
+    cache = ResponseCache(10, 10_000, clock=clock)
+    request, response = fetched("https://x.test/", b"body", etag='"a"')  # stale at once
+    cache.store("k", request, response)
+    entry, _ = cache.lookup("k", request)
+    assert entry is not None
+    expiring = (("ETag", '"a"'), ("Expires", "Wed, 21 Oct 2015 07:29:00 GMT"))
+    expires = 1445412540.0  # that Expires, as a timestamp
+    monkeypatch.setattr("services.resilience.cache.time.time", lambda: expires - 60)
+    cache.freshen("k", entry, not_modified(request, *expiring))
+    assert entry.fresh_until == 1060.0
+    # The same 304 twenty seconds later: Expires minus its own time of receipt (RFC 9111 §4.2.1).
+    monkeypatch.setattr("services.resilience.cache.time.time", lambda: expires - 40)
+    cache.freshen("k", entry, not_modified(request, *expiring))
+    assert entry.fresh_until == 1040.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import AsyncIterator
 
 import httpcore
@@ -43,6 +44,33 @@ async def test_glue_set_content_leaves_what_read_leaves() -> None:
     assert (ours.content, ours.is_stream_consumed, ours.is_closed) == (b"body", True, True)
     assert (theirs.content, theirs.is_stream_consumed, theirs.is_closed) == (b"body", True, True)
     assert await ours.aread() == b"body"
+
+
+async def test_glue_build_read_response_leaves_what_httpx_leaves_after_read() -> None:
+    request = httpx.Request("GET", "http://127.0.0.1/")
+    raw = [(b"ETag", b"etag", b'"a"'), (b"Content-Length", b"content-length", b"4")]
+    ours = glue.build_read_response(200, list(raw), b"body", request, {"cache": "hit"})
+    theirs = httpx.Response(
+        200,
+        headers=[(b"ETag", b'"a"'), (b"Content-Length", b"4")],
+        stream=httpx.ByteStream(b"body"),
+        request=request,
+        extensions={"cache": "hit"},
+    )
+    await theirs.aread()
+    theirs.elapsed = datetime.timedelta(0)
+    mine, httpx_own = dict(vars(ours)), dict(vars(theirs))
+    del httpx_own["_decoder"]  # made on first use by _get_content_decoder, as set_content leaves it
+    assert httpx_own.pop("_num_bytes_downloaded") == 4
+    assert mine.pop("_num_bytes_downloaded") == 0  # nothing came off the wire for a stored body
+    assert mine.keys() == httpx_own.keys()  # a field httpx adds or renames fails here
+    headers, httpx_headers = mine.pop("headers"), httpx_own.pop("headers")
+    assert vars(headers).keys() == vars(httpx_headers).keys()
+    assert (headers.raw, headers.encoding) == (httpx_headers.raw, httpx_headers.encoding)
+    assert type(mine.pop("stream")) is type(httpx_own.pop("stream"))
+    assert mine == httpx_own
+    assert (await ours.aread(), [c async for c in ours.aiter_bytes()]) == (b"body", [b"body"])
+    assert ours.text == "body" and ours.elapsed == datetime.timedelta(0)
 
 
 def test_glue_read_decoded_decodes_through_httpx_decoders() -> None:
