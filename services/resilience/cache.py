@@ -59,6 +59,22 @@ def _raw_headers(headers: httpx.Headers, wanted: frozenset[bytes]) -> dict[bytes
 
 
 _KEY_HEADERS = _CONDITIONAL | {b"cache-control", b"authorization", b"cookie"}
+
+
+def _key_headers(request: httpx.Request) -> dict[bytes, bytes] | None:
+    """The first value of each header the cache's rules read; None for a request it must leave alone."""
+    found: dict[bytes, bytes] = {}
+    for _, lowered, value in header_list(request.headers):
+        if lowered in _KEY_HEADERS and lowered not in found:
+            if lowered in _CONDITIONAL:
+                return None  # the caller is doing its own validation or partial fetch
+            found[lowered] = value
+    cache_control = found.get(b"cache-control")
+    if cache_control is not None and b"no-store" in cache_control.lower():
+        return None
+    return found
+
+
 _REQUEST_CACHE_CONTROL = frozenset({b"cache-control"})
 _VALIDATOR_NAMES = frozenset({b"etag", b"last-modified"})
 # str(httpx.URL) re-serializes on every call; the service reuses one parsed URL per URL string, so
@@ -212,6 +228,7 @@ class ResponseCache:
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._recent: tuple[httpx.Request, dict[bytes, bytes]] | None = None
         self.hits = 0
         self.misses = 0
         self.revalidated = 0
@@ -229,18 +246,17 @@ class ResponseCache:
 
     def admits(self, request: httpx.Request) -> bool:
         """Whether the cache may answer or store `request` at all."""
-        return self._admitted(request) is not None
+        found = None if request.method != "GET" else _key_headers(request)
+        # The pipeline asks `key` and `lookup` of the same request next: they reuse what was read here.
+        self._recent = (request, found) if found is not None else None
+        return found is not None
 
     def _admitted(self, request: httpx.Request) -> dict[bytes, bytes] | None:
-        if request.method != "GET":
-            return None
-        found = _raw_headers(request.headers, _KEY_HEADERS)
-        if found.keys() & _CONDITIONAL:
-            return None  # the caller is doing its own validation or partial fetch
-        cache_control = found.get(b"cache-control")
-        if cache_control is not None and b"no-store" in cache_control.lower():
-            return None
-        return found
+        """What `admits` read of `request` just now, else the same read again."""
+        recent = self._recent
+        if recent is not None and recent[0] is request:
+            return recent[1]
+        return None if request.method != "GET" else _key_headers(request)
 
     def key(self, request: httpx.Request) -> str | None:
         """The key `request` is stored under, or None when the cache must stay out of its way."""
@@ -262,7 +278,11 @@ class ResponseCache:
             if entry.vary and any(request.headers.get(name) != value for name, value in entry.vary):
                 return None, False
             self._entries.move_to_end(key)
-        request_cc = _raw_headers(request.headers, _REQUEST_CACHE_CONTROL).get(b"cache-control")
+        recent = self._recent
+        if recent is not None and recent[0] is request:
+            request_cc = recent[1].get(b"cache-control")
+        else:
+            request_cc = _raw_headers(request.headers, _REQUEST_CACHE_CONTROL).get(b"cache-control")
         if request_cc is not None:
             directives = parse_cache_control(request_cc.decode("latin-1"))
             if "no-cache" in directives or directives.get("max-age") == "0":
@@ -273,8 +293,7 @@ class ResponseCache:
         """Validators to revalidate `entry` with; empty when it has none."""
         return {name.decode(): value.decode("latin-1") for name, _, value in entry.validators}
 
-    @staticmethod
-    def add_validators(request: httpx.Request, entry: CacheEntry) -> bool:
+    def add_validators(self, request: httpx.Request, entry: CacheEntry) -> bool:
         """Make `request` conditional on `entry`'s validators; False when it has none.
 
         Appended in httpx's layout: admitted requests carry no conditional header of their own.
@@ -282,6 +301,7 @@ class ResponseCache:
         if not entry.validators:
             return False
         header_list(request.headers).extend(entry.validators)
+        self._recent = None  # now conditional: no longer what the cache admitted
         return True
 
     @staticmethod

@@ -171,3 +171,34 @@ def test_cache_freshen_counts_expires_without_date_from_each_304s_arrival(monkey
     monkeypatch.setattr("services.resilience.cache.time.time", lambda: expires - 40)
     cache.freshen("k", entry, not_modified(request, *expiring))
     assert entry.fresh_until == 1040.0
+
+
+def test_cache_reads_a_request_again_once_it_changed_between_sends():
+    cache = ResponseCache(10, 10_000)
+    request = httpx.Request("GET", "https://x.test/")
+    assert cache.admits(request) and cache.key(request) == "https://x.test/"
+    request.headers["If-None-Match"] = '"mine"'  # the caller revalidates on its own next time
+    assert not cache.admits(request)
+    assert cache.key(request) is None
+
+
+def test_cache_key_after_add_validators_sees_the_conditional_request():
+    cache = ResponseCache(10, 10_000)
+    request, response = fetched("https://x.test/", b"body", etag='"a"', cache_control="no-cache")
+    cache.store("https://x.test/", request, response)
+    revalidating = httpx.Request("GET", "https://x.test/")
+    assert cache.admits(revalidating)
+    entry, fresh = cache.lookup("https://x.test/", revalidating)
+    assert entry is not None and not fresh
+    assert cache.add_validators(revalidating, entry)
+    assert cache.key(revalidating) is None  # what it read before the validators went in is dropped
+
+
+def test_cache_lookup_honours_the_admitted_requests_no_cache():
+    cache = ResponseCache(10, 10_000)
+    request, response = fetched("https://x.test/", b"body", cache_control="max-age=60")
+    cache.store("https://x.test/", request, response)
+    insisting = httpx.Request("GET", "https://x.test/", headers={"Cache-Control": "no-cache"})
+    assert cache.admits(insisting) and cache.key(insisting) == "https://x.test/"
+    assert cache.lookup("https://x.test/", insisting) == (cache.lookup("https://x.test/", request)[0], False)
+    assert cache.lookup("https://x.test/", request)[1] is True
