@@ -142,6 +142,9 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self._last_read = 0.0
         self._write_paused = False
         self._read_paused = False
+        # While fetch reads a body whole: wake it only once more than this is buffered (or the response
+        # ended), not for each read; None wakes the waiter on every read (the head, a streamed body).
+        self.wake_above: int | None = None
         self.deadline: Deadline | None = None
         self.network_stream = NetworkStream(self)
         self.head_version = "1.1"  # a HEAD answer's, read before its parser is replaced
@@ -221,6 +224,9 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         if self.buffered > READ_HIGH_WATER and not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
+        limit = self.wake_above
+        if limit is not None and self.buffered <= limit and not self.complete and self.error is None:
+            return  # a body read whole over many reads: its reader wakes once, not once a read
         self._wake()
 
     def _recover(self, exc: Exception, data: bytes | memoryview) -> bool:

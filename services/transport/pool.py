@@ -503,15 +503,20 @@ class FastTransport(httpx.AsyncBaseTransport):
             while not conn.complete:
                 if conn.error is not None:
                     raise conn.error
+                # Woken when the body is complete, past the cap or at the high-water mark, not per read.
+                room = READ_HIGH_WATER if max_bytes is None else min(READ_HIGH_WATER, max_bytes - taken)
+                conn.wake_above = room
                 await conn.wait(read_timeout)
                 if max_bytes is not None and taken + conn.buffered > max_bytes:
                     raise too_large(request, max_bytes)
                 if conn.buffered > READ_HIGH_WATER:
                     taken += conn.buffered
                     chunks.append(conn.take_body())  # also resumes a socket paused at the high-water mark
+            conn.wake_above = None
             if conn.error is not None:
                 raise conn.error
         except BaseException as exc:
+            conn.wake_above = None
             self._release(conn, reuse=False)
             if isinstance(exc, httpx.TimeoutException):
                 raise_if_past_deadline(request)

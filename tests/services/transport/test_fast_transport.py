@@ -14,8 +14,10 @@ import respx
 import trustme
 
 from services.config import HTTPSettings
+from services.errors import ResponseTooLargeError
 from services.headers import header_names
 from services.http_client import http_client
+from services.transport.http11 import HTTP11Connection
 from services.transport.httpx_glue import build_request_fast
 from services.transport.pool import FastTransport
 from tests.services.transport.conftest import (
@@ -478,6 +480,66 @@ async def test_transport_fetch_reads_large_and_compressed_bodies(raw_server):
         assert compressed.json() == {"packed": True}
         assert response.elapsed.total_seconds() >= 0
         assert server.accepted == 1
+
+
+def piecemeal(body: bytes, pieces: int) -> Handler:
+    """A handler answering each request with a Content-Length body sent in `pieces` writes, 20 ms apart."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        step = len(body) // pieces
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            for start in range(0, len(body), step):
+                await asyncio.sleep(0.02)
+                writer.write(body[start : start + step])
+                await writer.drain()
+
+    return handle
+
+
+async def test_transport_fetch_wakes_once_for_a_body_that_comes_in_many_reads(raw_server, monkeypatch):
+    body = bytes(range(256)) * 40
+    url, _ = await raw_server(piecemeal(body, 5))
+    waits: list[bool] = []
+    wait = HTTP11Connection.wait
+
+    def counted(self: HTTP11Connection, *args: object, **kwargs: object) -> object:
+        waits.append(self.headers_done)
+        return wait(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(HTTP11Connection, "wait", counted)
+    transport = FastTransport()
+    async with httpx.AsyncClient(transport=transport) as c:
+        async with asyncio.timeout(10):
+            assert (await transport.fetch(c.build_request("GET", url))).content == body
+            assert waits.count(True) == 1  # the body's five reads woke the request once, at its end
+            async with c.stream("GET", url) as streamed:  # a streamed body still gets each read
+                chunks = [chunk async for chunk in streamed.aiter_raw()]
+    assert b"".join(chunks) == body and len(chunks) > 1
+    assert states(c) == []
+
+
+async def test_transport_fetch_cap_stops_a_body_read_whole_at_the_cap(raw_server, monkeypatch):
+    chunk = b"x" * 1000
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    sent: list[int] = []
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(chunked)
+        for _ in range(200):
+            writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            sent.append(len(chunk))
+            await writer.drain()
+            await asyncio.sleep(0.005)
+
+    url, _ = await raw_server(endless)
+    transport = FastTransport()
+    async with httpx.AsyncClient(transport=transport) as c:
+        with pytest.raises(ResponseTooLargeError):
+            await transport.fetch(c.build_request("GET", url), max_bytes=5_000)
+    assert sum(sent) < 100_000  # refused once past 5,000 bytes, not at the end of the body
 
 
 async def test_transport_http10_response_is_not_kept(raw_server, client):
