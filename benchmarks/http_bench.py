@@ -458,8 +458,9 @@ def driver(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="courier-nginx-"))
     proc, http_port, tls_port, ca = start_nginx(tmp)
     try:
+        small_url = f"http://127.0.0.1:{http_port}/small.json"
         suites = [
-            ("plain HTTP/1.1, small JSON", f"http://127.0.0.1:{http_port}/small.json", args.requests, PLAIN),
+            ("plain HTTP/1.1, small JSON", small_url, args.requests, PLAIN),
             (
                 "plain HTTP/1.1, 100 KB body",
                 f"http://127.0.0.1:{http_port}/large.bin",
@@ -479,19 +480,25 @@ def driver(args: argparse.Namespace) -> None:
                 TLS,
             ),
         ]
-        if not args.quick:
-            suites.append(
-                (
-                    "TLS (nginx offers HTTP/2), 100 KB body",
-                    f"https://127.0.0.1:{tls_port}/large.bin",
-                    args.large_requests,
-                    TLS,
-                )
+        suites.append(
+            (
+                "TLS (nginx offers HTTP/2), 100 KB body",
+                f"https://127.0.0.1:{tls_port}/large.bin",
+                args.large_requests,
+                TLS,
             )
+        )
+        everything = [*SUITES, "lag"]
+        wanted = args.suites.split(",") if args.suites else everything
+        if args.quick and not args.suites:
+            wanted.remove("tls-large")
+        suites = [suite for name, suite in zip(SUITES, suites, strict=True) if name in wanted]
         if args.variants:
             chosen = args.variants.split(",")
             suites = [(t, u, r, [v for v in vs if v in chosen]) for t, u, r, vs in suites]
         lag_variants = [v for v in LAG_VARIANTS if not args.variants or v in args.variants.split(",")]
+        if "lag" not in wanted:
+            lag_variants = []
         print(
             f"nginx {http_port}/{tls_port}; {args.rounds} rounds; median of per-cell figures", file=sys.stderr
         )
@@ -512,9 +519,9 @@ def driver(args: argparse.Namespace) -> None:
                             file=sys.stderr,
                         )
             for v in lag_variants:
-                cell = run_cell(v, suites[0][1], str(ca), args.requests, 100, lag=True)
+                cell = run_cell(v, small_url, str(ca), args.requests, 100, lag=True)
                 lag[v].append(cell["lag_p99"] * 1000)
-                paced[v].append(run_cell(v, suites[0][1], str(ca), 0, 100, lag=True, rate=PACED_RATE))
+                paced[v].append(run_cell(v, small_url, str(ca), 0, 100, lag=True, rate=PACED_RATE))
         print(
             f"\nClient CPU seconds per 10,000 requests (median of {args.rounds} rounds), req/s, and CPU "
             f"ratios (median of the per-round ratios); every pool keeps up to {POOL} connections alive."
@@ -531,6 +538,8 @@ def driver(args: argparse.Namespace) -> None:
                     "\nConnections open at the end of each cell: "
                     + "; ".join(f"{k}: {v}" for k, v in counts.items())
                 )
+        if not lag_variants:
+            return
         print(
             f"\n### Event-loop lag over {LAG_SECONDS:g} s at c=100, flat out and at a rate a bot sees, plain "
             "HTTP/1.1 small JSON (p99 delay of a 10 ms timer, median of rounds)\n"
@@ -563,6 +572,8 @@ REVALIDATED = ["courier", "pyreqwest", "aiohttp"]
 CORE = ("courier", "courier-asyncio", "pyreqwest", "aiohttp", "httpx", "raw")
 BASES = ("pyreqwest", "aiohttp")  # each cell's CPU as a ratio to these clients' cell of the same round
 LAG_VARIANTS = ["courier", "courier-asyncio", "pyreqwest", "aiohttp", "httpx"]
+# --suites names, in the order of the driver's suites (and "lag", the event-loop lag table).
+SUITES = ("small", "large", "revalidate", "tls", "tls-large")
 PACED_RATE = 500.0  # below what every client sustains at c=100, so all do the same work
 LAG_SECONDS = 3.0  # long enough for ~300 timer samples, so the p99 is not just the maximum
 
@@ -576,6 +587,10 @@ def main() -> None:
     parser.add_argument("--large-requests", type=int, default=2_000, help="100 KB requests per cell")
     parser.add_argument("--levels", default="1,10,100", help="concurrency levels (default 1,10,100)")
     parser.add_argument("--lag-only", action="store_true", help="only the event-loop lag table")
+    parser.add_argument(
+        "--suites",
+        help=f"comma-separated suites of {', '.join(SUITES)}, lag (default all; --quick: all but tls-large)",
+    )
     parser.add_argument("--variants", help="comma-separated clients (default all; --quick: the peers)")
     parser.add_argument(
         "--quick", action="store_true", help="1 round, 3000 requests, the peers only, no TLS 100 KB suite"
