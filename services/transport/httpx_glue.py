@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Awaitable, Iterable, Mapping
+from http.cookiejar import CookieJar
 from typing import Any
 
 import httpcore
 import httpx
-from httpx._client import UseClientDefault
+from httpx._client import ClientState, UseClientDefault
 from httpx._types import (
     AuthTypes,
     CookieTypes,
@@ -65,6 +66,10 @@ __all__ = [
 ]
 
 RawHeaders = list[tuple[bytes, bytes, bytes]]
+# object.__new__ bound once: the glue builds requests, responses and headers without their __init__.
+_new_response = httpx.Response.__new__
+_new_request = httpx.Request.__new__
+_new_header_map = httpx.Headers.__new__
 
 
 # --- headers, requests and responses ------------------------------------------------------------
@@ -78,9 +83,24 @@ def header_list(headers: httpx.Headers) -> RawHeaders:
 def build_response(
     status: int, headers: RawHeaders, stream: Any, request: httpx.Request, extensions: dict[str, Any]
 ) -> httpx.Response:
-    """A response whose headers are already in httpx's layout, so nothing re-normalizes them."""
-    response = httpx.Response(status, stream=stream, request=request, extensions=extensions)
-    response.headers._list = headers
+    """What `httpx.Response(status, stream=..., request=..., extensions=...)` builds, taking ownership of
+    `headers` (already in httpx's layout, so nothing re-normalizes them) and `extensions`.
+
+    Without `Response.__init__` and `Headers.__init__`: 5.3k instructions a call instead of 13.7k.
+    """
+    header_map = _new_headers(headers)
+    response = _new_response(httpx.Response)
+    response.status_code = status
+    response.headers = header_map
+    response._request = request
+    response.next_request = None
+    response.extensions = extensions
+    response.history = []
+    response.is_closed = False
+    response.is_stream_consumed = False
+    response.default_encoding = "utf-8"
+    response.stream = stream
+    response._num_bytes_downloaded = 0
     return response
 
 
@@ -111,6 +131,14 @@ def build_read_response(
     response._content = body
     response._elapsed = _NO_TIME
     return response
+
+
+def _new_headers(raw: RawHeaders) -> httpx.Headers:
+    """An `httpx.Headers` over `raw` as it is, in httpx's layout (no encoding guessed yet)."""
+    headers = _new_header_map(httpx.Headers)
+    headers._list = raw
+    headers._encoding = None
+    return headers
 
 
 def set_content(response: httpx.Response, body: bytes) -> None:
@@ -270,54 +298,75 @@ def _parse_absolute(url: httpx.URL | str) -> tuple[httpx.URL, bytes] | None:
 
 
 def _plain_client(client: httpx.AsyncClient) -> bool:
-    """Whether the client adds nothing a request would need its generic machinery for."""
-    hooks = client.event_hooks
+    """Whether the client adds nothing a request would need its generic machinery for.
+
+    Read through the attributes behind httpx's properties: 3.3k instructions a call instead of 9.9k.
+    """
+    hooks = client._event_hooks
     return (
-        client.auth is None
-        and not client.cookies
-        and not client.params
+        client._auth is None
+        and _no_cookies(client._cookies)
+        and not client._params._dict
         and not hooks["request"]
         and not hooks["response"]
-        and not client.is_closed
+        and client._state is not ClientState.CLOSED
     )
+
+
+def _no_cookies(cookies: httpx.Cookies) -> bool:
+    """Whether `cookies` holds none; a stdlib jar with no domain at all needs no walk through it."""
+    jar = cookies.jar
+    # The stdlib jar keeps its cookies in a dict of domains (which its typing stubs leave out).
+    if type(jar) is CookieJar and not jar._cookies:  # type: ignore[attr-defined]
+        return True
+    return not cookies
 
 
 def build_request_fast(
     client: httpx.AsyncClient, method: str, url: httpx.URL | str, options: Mapping[str, Any]
 ) -> httpx.Request | None:
     """`client.build_request` for a plain client and simple options; None when it must go the long way."""
-    if not options.keys() <= _FAST_BUILD_OPTIONS or not _plain_client(client):
+    if (options and not options.keys() <= _FAST_BUILD_OPTIONS) or not _plain_client(client):
         return None
     absolute = _parse_absolute(url)
     if absolute is None:
         return None
     parsed, netloc = absolute
-    timeout = options.get("timeout", httpx.USE_CLIENT_DEFAULT)
-    if isinstance(timeout, UseClientDefault):
-        timeout = client.timeout
-    if not isinstance(timeout, httpx.Timeout):
-        timeout = httpx.Timeout(timeout)
-    extensions = {"timeout": timeout.as_dict()}
-    params = options.get("params")
-    extra = options.get("headers")
-    content, json = options.get("content"), options.get("json")
-    body = content is not None or json is not None or method in ("POST", "PUT", "PATCH")
-    defaults = client.headers._list
-    if extra or body or params is not None or _has_host(defaults):
-        headers = client.headers
-        if extra:
-            headers = httpx.Headers(headers)
-            headers.update(extra)
-        return httpx.Request(
-            method, parsed, params=params, headers=headers, json=json, content=content, extensions=extensions
-        )
+    method = method.upper()
+    defaults = client._headers._list
+    if options:
+        timeout = options.get("timeout", httpx.USE_CLIENT_DEFAULT)
+        if isinstance(timeout, UseClientDefault):
+            timeout = client._timeout
+        elif not isinstance(timeout, httpx.Timeout):
+            timeout = httpx.Timeout(timeout)
+        extensions = {"timeout": timeout.as_dict()}
+        params = options.get("params")
+        extra = options.get("headers")
+        content, json = options.get("content"), options.get("json")
+        if extra or content is not None or json is not None or params is not None:
+            headers = client._headers
+            if extra:
+                headers = httpx.Headers(headers)
+                headers.update(extra)
+            return httpx.Request(
+                method,
+                parsed,
+                params=params,
+                headers=headers,
+                json=json,
+                content=content,
+                extensions=extensions,
+            )
+    else:
+        extensions = {"timeout": client._timeout.as_dict()}
+    if method in ("POST", "PUT", "PATCH") or _has_host(defaults):
+        return httpx.Request(method, parsed, headers=client._headers, extensions=extensions)
     # A body-less request with the client's headers: what Request.__init__ and _prepare would
     # produce (Host first), built without re-parsing the URL or re-normalizing headers.
-    headers = httpx.Headers.__new__(httpx.Headers)
-    headers._list = [(b"Host", b"host", netloc), *defaults]
-    headers._encoding = None
-    request = httpx.Request.__new__(httpx.Request)
-    request.method = method.upper()
+    headers = _new_headers([(b"Host", b"host", netloc), *defaults])
+    request = _new_request(httpx.Request)
+    request.method = method
     request.url = parsed
     request.headers = headers
     request.extensions = extensions

@@ -417,6 +417,8 @@ async def test_service_fast_path_leaves_respx_in_charge():
         ("DELETE", "https://example.test:8443/a", {"headers": {"X-Extra": "1", "user-agent": "other"}}),
         ("POST", "http://example.test/a", {"json": {"k": [1, 2]}}),
         ("PUT", "http://example.test/a", {}),
+        ("patch", "http://example.test/a", {}),
+        ("get", "http://example.test/a", {"timeout": httpx.Timeout(2, read=5)}),
         ("HEAD", "http://[::1]:8080/", {}),
     ],
 )

@@ -35,6 +35,28 @@ def test_glue_build_response_equals_a_response_built_by_httpx() -> None:
     assert ours.http_version == "HTTP/1.1"
 
 
+def test_glue_build_response_sets_every_attribute_response_init_sets() -> None:
+    request = httpx.Request("GET", "http://127.0.0.1/")
+    stream = httpx.ByteStream(b"hi")
+    raw = [(b"ETag", b"etag", b'"1"')]
+    extensions = {"http_version": b"HTTP/1.1", "reason_phrase": b"OK"}
+    ours = glue.build_response(200, list(raw), stream, request, dict(extensions))
+    theirs = httpx.Response(
+        200, headers=[(b"ETag", b'"1"')], stream=stream, request=request, extensions=extensions
+    )
+    assert vars(ours).keys() == vars(theirs).keys()
+    assert vars(ours.headers) == vars(theirs.headers)
+    assert {k: v for k, v in vars(ours).items() if k != "headers"} == {
+        k: v for k, v in vars(theirs).items() if k != "headers"
+    }
+    assert (ours.status_code, ours.reason_phrase, ours.http_version, ours.encoding) == (
+        200,
+        "OK",
+        "HTTP/1.1",
+        "utf-8",
+    )
+
+
 async def test_glue_set_content_leaves_what_read_leaves() -> None:
     request = httpx.Request("GET", "http://127.0.0.1/")
     ours = httpx.Response(200, stream=httpx.ByteStream(b"body"), request=request)
@@ -146,3 +168,28 @@ def test_glue_replace_httpcore_pool_swaps_it_or_refuses() -> None:
     del transport._pool
     with pytest.raises(RuntimeError, match="no longer keeps its pool"):
         glue.replace_httpcore_pool(transport, pool)
+
+
+async def _hook(_: object) -> None:
+    """An event hook that does nothing."""
+
+
+@pytest.mark.parametrize(
+    ("setup", "plain"),
+    [
+        (lambda c: None, True),
+        (lambda c: c.cookies.set("a", "1", domain="127.0.0.1"), False),
+        (lambda c: (c.cookies.set("a", "1", domain="127.0.0.1"), c.cookies.delete("a")), True),
+        (lambda c: setattr(c, "params", {"q": "1"}), False),
+        (lambda c: setattr(c, "auth", ("user", "secret")), False),
+        (lambda c: c.event_hooks["request"].append(_hook), False),
+        (lambda c: c.event_hooks["response"].append(_hook), False),
+    ],
+)
+async def test_glue_build_request_fast_only_for_a_client_that_adds_nothing(setup, plain) -> None:
+    client = httpx.AsyncClient()
+    setup(client)
+    fast = glue.build_request_fast(client, "GET", "http://127.0.0.1/a", {})
+    assert (fast is not None) == plain
+    await client.aclose()
+    assert glue.build_request_fast(client, "GET", "http://127.0.0.1/a", {}) is None  # closed
