@@ -65,6 +65,14 @@ LLHTTP_FAULTS = (
         "the server sent whitespace before its first header field (refused, as RFC 9112 §2.2 allows)",
     ),
 )
+# RFC 9110 §5.1 and §5.5, as h11 applies them to what stock httpx sends: a token, and a field value of
+# visible characters (obs-text included) with single spaces or tabs only between them.
+TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+TOKEN_BYTES = re.compile(TOKEN.pattern.encode("ascii"))
+FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+# Request heads kept serialized (method and header block), and how many at most.
+HEAD_CACHE_SIZE = 256
+_HEADS: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
 # httpcore's names for a network stream's details, and asyncio's for the same thing.
 EXTRA_INFO_NAMES = {"client_addr": "sockname", "server_addr": "peername"}
 
@@ -140,7 +148,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self._wait_limit: float | None = None
         self._wait_reads = True
         self._last_read = 0.0
-        self._write_paused = False
+        self.write_paused = False
         self._read_paused = False
         # While fetch reads a body whole: wake it only once more than this is buffered (or the response
         # ended), not for each read; None wakes the waiter on every read (the head, a streamed body).
@@ -213,21 +221,24 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         if self.head and self.headers_done:
             # llhttp can't be told a response answers HEAD; a fresh parser ignores its framing.
             self.parser = httptools.HttpResponseParser(self)
-        if not head_was_done and self._head_too_large(received) and self.error is None:
-            self._fail(self._head_error())
-            return
-        if not self.headers_done and self._held is None:
-            # Rare (a head split across reads): keep its bytes, in case an obs-fold follows.
-            if self._head_reads is None:
-                self._head_reads = []
-            self._head_reads.append(bytes(data))
+        if not head_was_done:
+            if self._head_too_large(received) and self.error is None:
+                self._fail(self._head_error())
+                return
+            if not self.headers_done and self._held is None:
+                # Rare (a head split across reads): keep its bytes, in case an obs-fold follows.
+                if self._head_reads is None:
+                    self._head_reads = []
+                self._head_reads.append(bytes(data))
         if self.buffered > READ_HIGH_WATER and not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
         limit = self.wake_above
         if limit is not None and self.buffered <= limit and not self.complete and self.error is None:
             return  # a body read whole over many reads: its reader wakes once, not once a read
-        self._wake()
+        waiter = self._waiter  # _wake, inlined: this runs for every read
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _recover(self, exc: Exception, data: bytes | memoryview) -> bool:
         """After llhttp stopped on `data`: False when the exchange ended there, True to carry on."""
@@ -292,7 +303,8 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         return httpx.RemoteProtocolError(f"the server's response header block exceeds {limit} bytes")
 
     def _head_too_large(self, received: int) -> bool:
-        """Whether the response head passed `max_header_bytes`, given `received` new bytes."""
+        """Whether the response head passed `max_header_bytes`, given `received` new bytes (called
+        for each read until the head is done, and for the read that finished it)."""
         if not self.headers_done:
             self._unparsed_head += received
             return self._unparsed_head > self.max_header_bytes
@@ -324,14 +336,14 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             else:
                 error = httpx.RemoteProtocolError("Server disconnected without sending a response.")
             self.error = error
-        self._write_paused = False
+        self.write_paused = False
         self._wake()
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.write_paused = True
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.write_paused = False
         self._wake()
 
     # --- httptools callbacks ----------------------------------------------------------------
@@ -402,6 +414,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             self.headers = []
             self.names = set()
             self.framed = False
+            self.declared = -1
             return
         if self.head:
             return
@@ -446,9 +459,13 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             self.transport.resume_reading()
         return data
 
-    async def wait(self, limit: float | None, *, reads: bool = True) -> None:
-        """Wait for the next event; `limit` seconds without one (or without data), or the exchange's
-        deadline, raise `httpx.ReadTimeout` (`httpx.WriteTimeout` when not waiting on `reads`)."""
+    def wait(self, limit: float | None, *, reads: bool = True) -> asyncio.Future[None]:
+        """A future for the next event; `limit` seconds without one (or without data), or the exchange's
+        deadline, fail it with `httpx.ReadTimeout` (`httpx.WriteTimeout` when not waiting on `reads`).
+
+        A future to await rather than a coroutine: one frame less per wait. A waiter left behind once
+        done (or cancelled with its awaiting task) is inert: `_wake` and `_on_timer` skip a done one.
+        """
         waiter = self._waiter = self.loop.create_future()
         delay = within(limit, self.deadline)
         if delay is None:
@@ -461,10 +478,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             if self._timer is None or self._timer.when() > due:
                 self._cancel_timer()
                 self._timer = self.loop.call_at(due, self._on_timer)
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        return waiter
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -487,14 +501,45 @@ class HTTP11Connection(asyncio.BufferedProtocol):
 
     async def drain(self, limit: float | None) -> None:
         """Wait until the kernel took our buffered request bytes."""
-        while self._write_paused and not self.closed:
+        while self.write_paused and not self.closed:
             await self.wait(limit, reads=False)
 
 
-def request_head(request: httpx.Request) -> bytes:
-    """The request line and headers, serialized as HTTP/1.1 (RFC 9112 §3)."""
-    parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
-    for name, _, value in header_list(request.headers):
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+def request_head(request: httpx.Request, target: bytes | None = None) -> bytes:
+    """The request line (to `target`, or the URL's path and query) and headers, as HTTP/1.1 (RFC 9112 §3).
+
+    A request's method and header block recur (the client's defaults, one Host per origin), so each
+    pair is checked and serialized once and kept: 6.5k instructions a request instead of 11.8k.
+    """
+    raw = header_list(request.headers)
+    key = (request.method, *raw)
+    known = _HEADS.get(key)
+    if known is None:
+        known = _head_parts(request.method, raw)
+        if len(_HEADS) >= HEAD_CACHE_SIZE:
+            _HEADS.clear()
+        _HEADS[key] = known
+    method, block = known
+    if target is None:
+        target = request.url.raw_path
+    return b"".join((method, b" ", target, b" HTTP/1.1\r\n", block))
+
+
+def _head_parts(method: str, raw: list[tuple[bytes, bytes, bytes]]) -> tuple[bytes, bytes]:
+    """The method and the header block as bytes, refused as h11 (stock httpx) refuses them.
+
+    RFC 9110 §9.1 and §5.1: a method and a field name are tokens; §5.5: a field value never carries
+    CR, LF or NUL (which would end the field early: header injection), nor leading or trailing
+    whitespace. The value is not quoted in the error, since it may be a credential.
+    """
+    if TOKEN.fullmatch(method) is None:
+        raise httpx.LocalProtocolError(f"Illegal request method {method!r}")
+    for name, _, value in raw:
+        if TOKEN_BYTES.fullmatch(name) is None:
+            raise httpx.LocalProtocolError(f"Illegal header name {name!r}")
+        if FIELD_VALUE.fullmatch(value) is None:
+            raise httpx.LocalProtocolError(
+                f"Illegal header value for {name.decode('ascii')!r}: CR, LF, NUL or surrounding whitespace"
+            )
+    block = b"".join([b"%b: %b\r\n" % (name, value) for name, _, value in raw]) + b"\r\n"
+    return method.encode("ascii"), block

@@ -51,6 +51,7 @@ __all__ = [
     "build_redirect_request",
     "build_request_fast",
     "build_response",
+    "byte_stream_content",
     "client_transports",
     "environment_proxies",
     "header_list",
@@ -139,6 +140,11 @@ def _new_headers(raw: RawHeaders) -> httpx.Headers:
     headers._list = raw
     headers._encoding = None
     return headers
+
+
+def byte_stream_content(stream: httpx.ByteStream) -> bytes:
+    """The bytes an `httpx.ByteStream` yields, without a generator to iterate."""
+    return stream._stream
 
 
 def set_content(response: httpx.Response, body: bytes) -> None:

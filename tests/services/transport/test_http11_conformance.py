@@ -272,6 +272,48 @@ async def test_http11_strict_refusals_name_the_fault(raw_server, client, raw, ma
     assert states(client) == []
 
 
+async def test_http11_a_1xx_content_length_does_not_frame_the_final_response(raw_server):
+    # RFC 9110 §15.2: a 1xx ends at its head; what it declares is not the final response's length.
+    early = b"HTTP/1.1 103 Early Hints\r\nContent-Length: 999999\r\n\r\n"
+    final = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    url, _ = await raw_server(answer(early + final))
+    transport = FastTransport()
+    try:
+        response = await transport.fetch(httpx.Request("GET", url + "/"), max_bytes=100)
+    finally:
+        await transport.aclose()
+    assert (response.status_code, response.content) == (200, b"ok")
+
+
+# --- what we send: a request head that could split or smuggle a request is refused, as stock httpx does ---
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [
+        pytest.param("GET", {"X-Token": "secret\r\nEvil: 1"}, id="crlf-in-value"),
+        pytest.param("GET", {"X-Token": "secret\nEvil: 1"}, id="lf-in-value"),
+        pytest.param("GET", {"X-Token": "secret\x00"}, id="nul-in-value"),
+        pytest.param("GET", {"X-Token": " secret"}, id="leading-whitespace"),
+        pytest.param("GET", {"X-Token:": "secret"}, id="colon-in-name"),
+        pytest.param("GET / HTTP/1.1\r\nEvil:", {}, id="method-with-a-line"),
+    ],
+)
+async def test_http11_request_head_injection_is_refused_like_stock_httpx(raw_server, client, method, headers):
+    url, server = await raw_server(answer(ok(), ok()))
+    with pytest.raises(httpx.LocalProtocolError) as ours:
+        await client.request(method, url, headers=headers)
+    assert ours.value.request.method == method.upper()
+    assert "secret" not in str(ours.value)  # a header value may be a credential
+    assert server.accepted == 0  # refused before a connection was taken
+    async with httpx.AsyncClient() as stock:
+        with pytest.raises(httpx.LocalProtocolError):
+            await stock.request(method, url, headers=headers)
+    assert (
+        await client.get(url, headers={"X-Token": "a \t b"})
+    ).status_code == 200  # inner whitespace is fine
+
+
 # --- 7. a sync iterator as content gets httpx's own RuntimeError ---
 
 

@@ -57,6 +57,14 @@ def test_glue_build_response_sets_every_attribute_response_init_sets() -> None:
     )
 
 
+@pytest.mark.parametrize("content", [b"", b"body", "text", {"json": [1]}])
+def test_glue_byte_stream_content_is_what_the_stream_yields(content) -> None:
+    request = httpx.Request("POST", "http://127.0.0.1/", json=content) if isinstance(content, dict) else None
+    request = request or httpx.Request("POST", "http://127.0.0.1/", content=content)
+    assert isinstance(request.stream, httpx.ByteStream)
+    assert glue.byte_stream_content(request.stream) == b"".join(request.stream) == request.content
+
+
 async def test_glue_set_content_leaves_what_read_leaves() -> None:
     request = httpx.Request("GET", "http://127.0.0.1/")
     ours = httpx.Response(200, stream=httpx.ByteStream(b"body"), request=request)
