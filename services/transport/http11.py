@@ -467,7 +467,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         done (or cancelled with its awaiting task) is inert: `_wake` and `_on_timer` skip a done one.
         """
         waiter = self._waiter = self.loop.create_future()
-        delay = within(limit, self.deadline)
+        delay = limit if self.deadline is None else within(limit, self.deadline)
         if delay is None:
             self._wait_due = None
         else:

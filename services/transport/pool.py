@@ -28,7 +28,12 @@ from services.transport.http11 import (
     StaleConnectionError,
     request_head,
 )
-from services.transport.httpx_glue import build_response, byte_stream_content, read_decoded, set_content
+from services.transport.httpx_glue import (
+    build_read_response,
+    build_response,
+    byte_stream_content,
+    read_decoded,
+)
 from services.transport.scheduler import GRANTED, SlotScheduler, Ticket, default_share
 
 # Bytes taken from a socket per read, into one buffer the pool's connections share.
@@ -531,32 +536,34 @@ class FastTransport(httpx.AsyncBaseTransport):
         body = conn.take_body()
         if chunks:
             body = b"".join([*chunks, body])
-        encoded = b"content-encoding" in conn.names
-        response = self._response(conn, request, httpx.ByteStream(body))
-        self._release(conn, reuse=True)
-        if encoded:
+        if b"content-encoding" in conn.names:
+            response = self._response(conn, request, httpx.ByteStream(body))
+            self._release(conn, reuse=True)
             read_decoded(response, max_bytes)
         else:
-            set_content(response, body)  # what Response.read() ends with, without its four generators
+            # Built read, as Response.read() leaves it, without its four generators.
+            response = build_read_response(conn.status, conn.headers, body, request, self._extensions(conn))
+            self._release(conn, reuse=True)
         response.elapsed = datetime.timedelta(0, time.perf_counter() - started)  # (days, seconds): cheaper
         return response
 
     def _response(self, conn: HTTP11Connection, request: httpx.Request, stream: Any) -> httpx.Response:
+        # In httpx's layout already: nothing re-normalizes the headers.
+        return build_response(conn.status, conn.headers, stream, request, self._extensions(conn))
+
+    def _extensions(self, conn: HTTP11Connection) -> dict[str, Any]:
+        """The response extensions httpx and the service read (STYLE trap 16: the version)."""
+        version = conn.head_version if conn.head else conn.parser.get_http_version()
+        known = HTTP_VERSIONS.get(version)
         extensions = {
-            "http_version": self._version(conn),
+            "http_version": known if known is not None else b"HTTP/" + version.encode("ascii"),
             "reason_phrase": conn.reason,
             "network_stream": conn.network_stream,
             HEADER_NAMES: conn.names,
         }
         if conn.trailers is not None and conn.complete:
             extensions[TRAILERS] = httpx.Headers(conn.trailers)
-        return build_response(conn.status, conn.headers, stream, request, extensions)  # in httpx's layout
-
-    @staticmethod
-    def _version(conn: HTTP11Connection) -> bytes:
-        version = conn.head_version if conn.head else conn.parser.get_http_version()
-        known = HTTP_VERSIONS.get(version)
-        return known if known is not None else b"HTTP/" + version.encode("ascii")
+        return extensions
 
     async def _exchange(self, request: httpx.Request) -> tuple[HTTP11Connection, dict[str, float | None]]:
         """Send `request` on a pooled connection and wait for the response head; a kept-alive
