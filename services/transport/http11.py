@@ -73,6 +73,8 @@ FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
 # Request heads kept serialized (method and header block), and how many at most.
 HEAD_CACHE_SIZE = 256
 _HEADS: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+# The fields that frame a response body (RFC 9112 §6.3).
+FRAMING_FIELDS = frozenset((b"content-length", b"transfer-encoding"))
 # httpcore's names for a network stream's details, and asyncio's for the same thing.
 EXTRA_INFO_NAMES = {"client_addr": "sockname", "server_addr": "peername"}
 
@@ -367,21 +369,22 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             self.trailers.append((name, value))
             return
         lowered = name.lower()
-        if lowered == b"content-length":
-            self.framed = True
-            self.declared = int(value) if value.isdigit() else -1
-        elif lowered == b"transfer-encoding":
-            if lowered in self.names or value.lower() != b"chunked":
-                # llhttp would frame by a final "chunked" and hand back the still-coded bytes; like
-                # h11, support no transfer coding but chunked (RFC 9112 §6.1), so a body is never
-                # other than its headers describe.
-                raise httpx.RemoteProtocolError(
-                    "malformed HTTP response: the server sent Transfer-Encoding "
-                    f"{value.decode('latin-1')!r}"
-                    + (" more than once" if lowered in self.names else "")
-                    + "; only 'chunked' is supported"
-                )
-            self.framed = True
+        if lowered in FRAMING_FIELDS:  # one lookup for the many fields that frame nothing
+            if lowered == b"content-length":
+                self.framed = True
+                self.declared = int(value) if value.isdigit() else -1
+            else:
+                if lowered in self.names or value.lower() != b"chunked":
+                    # llhttp would frame by a final "chunked" and hand back the still-coded bytes; like
+                    # h11, support no transfer coding but chunked (RFC 9112 §6.1), so a body is never
+                    # other than its headers describe.
+                    raise httpx.RemoteProtocolError(
+                        "malformed HTTP response: the server sent Transfer-Encoding "
+                        f"{value.decode('latin-1')!r}"
+                        + (" more than once" if lowered in self.names else "")
+                        + "; only 'chunked' is supported"
+                    )
+                self.framed = True
         self.headers.append((name, lowered, value))
         self.names.add(lowered)
 
