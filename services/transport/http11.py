@@ -312,7 +312,11 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             return self._unparsed_head > self.max_header_bytes
         if self._unparsed_head + received <= self.max_header_bytes:
             return False  # the head can't be longer than everything received
-        # The head ended inside a large read that also carried body: count the head itself.
+        # The head ended inside a large read that also carried body. All the body so far came in this
+        # read, so the head is at most the rest of it (a 100 KB body in the head's read ends here).
+        if self._unparsed_head + received - self.buffered <= self.max_header_bytes:
+            return False
+        # Not when chunk framing or a refused parse leaves that bound loose: count the head itself.
         size = sum(len(name) + len(value) + 4 for name, _, value in self.headers)
         return size > self.max_header_bytes
 

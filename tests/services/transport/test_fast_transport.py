@@ -178,6 +178,25 @@ async def test_transport_large_body_in_one_read_is_not_taken_for_a_large_head(ra
     assert (await client.get(url)).content == body
 
 
+@pytest.mark.parametrize(
+    ("head", "body", "refused"),
+    [
+        (b"X-Big: " + b"a" * 70_000 + b"\r\nContent-Length: 200000\r\n", b"b" * 200_000, True),
+        # A chunked body in tiny chunks: most of the read is framing, not body, nor head.
+        (b"Transfer-Encoding: chunked\r\n", b"1\r\nb\r\n" * 20_000 + b"0\r\n\r\n", False),
+    ],
+)
+async def test_transport_head_in_a_read_with_body_is_counted_by_itself(
+    raw_server, client, head, body, refused
+):
+    url, _ = await raw_server(answer(b"HTTP/1.1 200 OK\r\n%b\r\n%b" % (head, body)))
+    if refused:
+        with pytest.raises(httpx.RemoteProtocolError, match="header block exceeds"):
+            await client.get(url)
+    else:
+        assert (await client.get(url)).content == b"b" * 20_000
+
+
 async def test_transport_speaks_tls_with_local_certificate(raw_server):
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
