@@ -26,6 +26,7 @@ from services.errors import (
     error_for_exception,
     too_large,
 )
+from services.origin import noop, origin_of
 from services.redact import LazyRedactedURL, redact_url
 from services.resilience.breaker import CircuitBreakers, Verdict
 from services.resilience.cache import ResponseCache
@@ -45,9 +46,13 @@ from services.transport.fast_path import fast_transport_for, send_fast
 from services.transport.httpx_glue import read_capped, refuse_declared_size
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallOptions:
-    """The resilience options of one call, resolved against the settings."""
+    """The resilience options of one call, resolved against the settings (built once per call).
+
+    Not frozen: a frozen dataclass sets each field through object.__setattr__, which cost 6.3k
+    instructions per call here, 2% of a whole small GET.
+    """
 
     retries: int
     deadline: Deadline
@@ -83,15 +88,6 @@ def _cause(exc: BaseException, error: BaseException) -> str:
     """What the transport said went wrong, for the log: the typed error names only its kind."""
     detail = str(exc) if exc is not error else ""
     return f" ({detail})" if detail else ""
-
-
-def _noop() -> None:
-    return None
-
-
-def origin_of(url: httpx.URL) -> str:
-    """`scheme://host:port`, the key breakers and pool statistics use."""
-    return f"{url.scheme}://{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
 
 
 class CappedStream(httpx.AsyncByteStream):
@@ -328,8 +324,8 @@ class Pipeline:
         r = self.resilience
         verdict: Verdict = "neutral"
         try:
-            if r.limiter.unlimited(request.url.host):
-                release = _noop
+            if r.limiter.unlimited(request.url):
+                release = noop
             else:
                 release = await r.limiter.acquire(request, min(r.policy.max_wait, call.deadline.remaining()))
             sent = time.perf_counter()

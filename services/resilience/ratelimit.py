@@ -22,6 +22,7 @@ from loguru import logger
 from services.config import HostLimit
 from services.errors import RateLimitedError, parse_retry_after
 from services.headers import header_names
+from services.origin import noop, origin_of
 from services.state import Peers, Turns
 from services.state.local import LocalTurns, NoPeers
 from services.stats import BlockStats
@@ -37,15 +38,6 @@ _QUOTA_HEADERS = frozenset(
     {b"x-ratelimit-remaining", b"x-ratelimit-resource", b"x-ratelimit-bucket", b"ratelimit", b"retry-after"}
 )
 _WAIT_STATUSES = frozenset({429, 503})
-
-
-def _noop() -> None:
-    return None
-
-
-def origin_of(url: httpx.URL) -> str:
-    """`scheme://host:port`, with the scheme's default port spelled out."""
-    return f"{url.scheme}://{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
 
 
 def credential_of(request: httpx.Request) -> str:
@@ -181,9 +173,9 @@ class HostLimiter:
         self._by_host[host] = found
         return found
 
-    def unlimited(self, host: str) -> bool:
-        """Whether a request to `host` may go at once, with nothing to wait for or release."""
-        return not self._blocked and (not self._limits or self.limit_for(host) is None)
+    def unlimited(self, url: httpx.URL) -> bool:
+        """Whether a request to `url` may go at once, with nothing to wait for or release."""
+        return not self._blocked and (not self._limits or self.limit_for(url.host) is None)
 
     async def acquire(self, request: httpx.Request, budget: float) -> Callable[[], None]:
         """Wait for a turn for the request's host, at most `budget` seconds; returns the release.
@@ -194,13 +186,13 @@ class HostLimiter:
         host = request.url.host
         limit = self.limit_for(host) if self._limits else None
         if limit is None and not self._blocked:
-            return _noop
+            return noop
         wait = await self._reserve(limit, request, budget)
         if wait > 0:
             self.waits += 1
             await asyncio.sleep(wait)
         if limit is None or not limit.concurrency:
-            return _noop
+            return noop
         semaphore = self._semaphore(limit)
         try:
             async with asyncio.timeout(max(0.0, budget - wait)):
