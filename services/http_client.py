@@ -375,7 +375,7 @@ class HTTPClient:
         call = self.pipeline.call_options(options)  # type: ignore[arg-type]
         task = self._admit()
         try:
-            response = await self._open(method, url, options, call, stream=False)
+            response = await self._open(method, url, options, call, task, stream=False)
         except asyncio.CancelledError:
             self._raise_if_drained(task)
             raise
@@ -386,10 +386,19 @@ class HTTPClient:
         return response
 
     async def _open(
-        self, method: str, url: httpx.URL | str, options: RequestOptions, call: CallOptions, *, stream: bool
+        self,
+        method: str,
+        url: httpx.URL | str,
+        options: RequestOptions,
+        call: CallOptions,
+        task: asyncio.Task[Any] | None,
+        *,
+        stream: bool,
     ) -> httpx.Response:
         """Build the request on the running loop's client and send it, body read unless `stream`."""
-        client = self._live_client(asyncio.get_running_loop()) or await self.get_client()
+        # The task knows its loop; get_running_loop() costs a getpid() system call on Python 3.11.
+        loop = task.get_loop() if task is not None else asyncio.get_running_loop()
+        client = self._live_client(loop) or await self.get_client()
         request, send_options = self._build_request(client, method, url, options)
         if call.idempotency_key is not None:
             request.headers["Idempotency-Key"] = call.idempotency_key
@@ -458,7 +467,7 @@ class HTTPClient:
         call = self.pipeline.call_options(options)  # type: ignore[arg-type]
         task = self._admit()
         try:
-            response = await self._open(method, url, options, call, stream=True)
+            response = await self._open(method, url, options, call, task, stream=True)
             try:
                 if raise_for_status and (error := error_for_response(response)) is not None:
                     raise error
