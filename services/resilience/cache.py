@@ -16,6 +16,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
+import operator
 import threading
 import time
 from collections import OrderedDict
@@ -59,12 +60,17 @@ def _raw_headers(headers: httpx.Headers, wanted: frozenset[bytes]) -> dict[bytes
 
 
 _KEY_HEADERS = _CONDITIONAL | {b"cache-control", b"authorization", b"cookie"}
+# The lowercased name of an entry in httpx's header layout (raw name, lowered name, value).
+_lowered = operator.itemgetter(1)
 
 
 def _key_headers(request: httpx.Request) -> dict[bytes, bytes] | None:
     """The first value of each header the cache's rules read; None for a request it must leave alone."""
+    raw = header_list(request.headers)
+    if _KEY_HEADERS.isdisjoint(map(_lowered, raw)):
+        return {}  # the usual request: nothing the key or admission depends on (checked in C)
     found: dict[bytes, bytes] = {}
-    for _, lowered, value in header_list(request.headers):
+    for _, lowered, value in raw:
         if lowered in _KEY_HEADERS and lowered not in found:
             if lowered in _CONDITIONAL:
                 return None  # the caller is doing its own validation or partial fetch
@@ -307,13 +313,19 @@ class ResponseCache:
     @staticmethod
     def storable(response: httpx.Response) -> bool:
         """A quick first look: whether `store` could keep `response` at all."""
-        if response.status_code not in CACHEABLE_STATUSES or header_names(response).isdisjoint(
-            _STORABLE_IF_ANY
-        ):
+        if response.status_code not in CACHEABLE_STATUSES:
             return False
-        found = _raw_headers(response.headers, _STORABLE_IF_ANY)
+        names = header_names(response)
         # Most API answers say nothing of how long they stay fresh and carry nothing to revalidate with.
-        return bool(found) and b"no-store" not in found.get(b"cache-control", b"").lower()
+        if names.isdisjoint(_STORABLE_IF_ANY):
+            return False
+        if b"cache-control" not in names:
+            return True
+        # Every Cache-Control line counts (RFC 9110 §5.3: field lines combine; RFC 9111 §5.2).
+        for _, lowered, value in header_list(response.headers):
+            if lowered == b"cache-control" and b"no-store" in value.lower():
+                return False
+        return True
 
     def store(self, key: str, request: httpx.Request, response: httpx.Response) -> None:
         """Keep `response` (already read) if RFC 9111 allows and it fits."""

@@ -202,3 +202,26 @@ def test_cache_lookup_honours_the_admitted_requests_no_cache():
     assert cache.admits(insisting) and cache.key(insisting) == "https://x.test/"
     assert cache.lookup("https://x.test/", insisting) == (cache.lookup("https://x.test/", request)[0], False)
     assert cache.lookup("https://x.test/", request)[1] is True
+
+
+def test_cache_storable_reads_every_cache_control_line():
+    request = httpx.Request("GET", "https://x.test/")
+    two_lines = httpx.Response(
+        200, headers=[("Cache-Control", "max-age=60"), ("Cache-Control", "no-store")], request=request
+    )
+    assert not ResponseCache.storable(two_lines)
+    assert ResponseCache.storable(
+        httpx.Response(200, headers={"Cache-Control": "max-age=60"}, request=request)
+    )
+    assert ResponseCache.storable(httpx.Response(200, headers={"ETag": '"v1"'}, request=request))
+    assert not ResponseCache.storable(httpx.Response(200, headers={"Content-Type": "x/y"}, request=request))
+
+
+def test_cache_keys_a_plain_request_by_its_url_and_a_credentialed_one_apart():
+    cache = ResponseCache(10, 10_000)
+    assert cache.key(httpx.Request("GET", "https://x.test/a")) == "https://x.test/a"
+    with_token = cache.key(
+        httpx.Request("GET", "https://x.test/a", headers={"Authorization": "Bearer s3cret"})
+    )
+    assert with_token is not None and with_token.startswith("https://x.test/a#")
+    assert "s3cret" not in with_token
