@@ -19,6 +19,7 @@ from services.transport.deadline import DEADLINE, bounded
 from services.transport.httpx_glue import (
     build_redirect_request,
     is_client_default,
+    plain_transport_for,
     read_capped,
     refuse_declared_size,
     send_handling_redirects,
@@ -31,16 +32,12 @@ def fast_transport_for(
     client: httpx.AsyncClient, request: httpx.Request, send_options: Mapping[str, Any]
 ) -> FastTransport | None:
     """The FastTransport that would carry `request`, if the fast path may send it directly."""
-    auth = send_options.get("auth", httpx.USE_CLIENT_DEFAULT)
-    if auth is not None and not is_client_default(auth):
-        return None
-    # What client.send adds besides redirects and cookies (which send_fast does too): auth flows,
-    # including Basic auth from the URL's userinfo, and event hooks. Cookies and params were merged
-    # into the request when it was built.
-    hooks = client.event_hooks
-    if client.auth is not None or hooks["request"] or hooks["response"] or request.url.userinfo:
-        return None
-    transport = transport_for_url(client, request.url)
+    if send_options:
+        auth = send_options.get("auth", httpx.USE_CLIENT_DEFAULT)
+        if auth is not None and not is_client_default(auth):
+            return None
+    # Cookies and params were merged into the request when it was built; send_fast does redirects.
+    transport = plain_transport_for(client, request.url)
     return transport if isinstance(transport, FastTransport) else None
 
 

