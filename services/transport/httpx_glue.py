@@ -115,21 +115,9 @@ def build_read_response(
 ) -> httpx.Response:
     """A response already read into `body`, with no time elapsed: what `Response(...)`, `read()` and
     setting `elapsed` leave, set directly (the cache's hits and revalidations build one per answer)."""
-    fields = httpx.Headers.__new__(httpx.Headers)
-    fields._list = headers
-    fields._encoding = None
-    response = httpx.Response.__new__(httpx.Response)
-    response.status_code = status
-    response.headers = fields
-    response._request = request
-    response.next_request = None
-    response.extensions = extensions
-    response.history = []
+    response = build_response(status, headers, httpx.ByteStream(body), request, extensions)
     response.is_closed = True
     response.is_stream_consumed = True
-    response.default_encoding = "utf-8"
-    response.stream = httpx.ByteStream(body)
-    response._num_bytes_downloaded = 0
     response._content = body
     response._elapsed = _NO_TIME
     return response
